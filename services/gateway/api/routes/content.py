@@ -1,0 +1,483 @@
+"""Content: upload (multipart or JSON), batch upload, read, list, delete, assets."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from starlette.datastructures import UploadFile
+
+from services.gateway import crud
+from services.gateway.api.deps import (
+    CeleryDep,
+    ReaderDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    WriterDep,
+)
+from services.gateway.uploads import ImageInfo, validate_image
+from shared.config import GatewaySettings
+from shared.db.models import Asset, ContentItem, ContentKind, ContentStatus, Embedding
+from shared.http import ApiError
+from shared.jobs import new_job, publish
+from shared.schemas.content import (
+    ContentAccepted,
+    ContentBatchAccepted,
+    ContentBatchCreate,
+    ContentCreate,
+    ContentPage,
+    ContentPublic,
+)
+from shared.storage import BlobStorage, PayloadTooLarge, StoredBlob
+
+router = APIRouter(prefix="/v1", tags=["content"])
+
+OnConflict = Literal["error", "update"]
+
+UPLOAD_DOC = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "text": {"type": "string"},
+                        "title": {"type": "string"},
+                        "external_id": {"type": "string"},
+                        "metadata": {"type": "string", "description": "a JSON object"},
+                    },
+                }
+            },
+            "application/json": {"schema": ContentCreate.model_json_schema()},
+        }
+    }
+}
+
+
+@dataclass
+class Incoming:
+    fields: ContentCreate
+    upload: UploadFile | None = None
+    info: ImageInfo | None = None
+    blob: StoredBlob | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_fields(fields: ContentCreate, settings: GatewaySettings, *, has_file: bool) -> None:
+    text = fields.text
+    if text is not None and len(text) > settings.max_text_chars:
+        raise ApiError(
+            413, f"text has {len(text)} characters; the limit is {settings.max_text_chars}"
+        )
+    if not has_file and not (text and text.strip()) and not (fields.title and fields.title.strip()):
+        raise ApiError(422, "empty content: send an image `file`, `text` or a `title`")
+    import json
+
+    if len(json.dumps(fields.metadata).encode()) > settings.max_metadata_bytes:
+        raise ApiError(413, f"metadata exceeds {settings.max_metadata_bytes} bytes")
+
+
+def _content_fields(data: dict[str, Any]) -> ContentCreate:
+    try:
+        return ContentCreate.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(
+            422,
+            f"{where}: {first['msg']}",
+            details=[{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()],
+        ) from exc
+
+
+async def _read_json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise ApiError(422, f"the body is not valid JSON: {exc}") from exc
+
+
+async def _read_form(request: Request, settings: GatewaySettings, *, max_files: int) -> Any:
+    try:
+        return await request.form(
+            max_files=max_files,
+            max_fields=50 + max_files * 5,
+            max_part_size=settings.max_text_chars * 4 + settings.max_metadata_bytes,
+        )
+    except ApiError:
+        raise
+    except Exception as exc:  # starlette raises MultiPartException / HTTPException(400)
+        raise ApiError(422, f"malformed multipart body: {getattr(exc, 'detail', exc)}") from exc
+
+
+def _form_str(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise ApiError(422, f"`{name}` must be a plain form field, not a file")
+
+
+async def _parse_single(request: Request, settings: GatewaySettings) -> Incoming:
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        body = await _read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(422, "the JSON body must be an object")
+        fields = _content_fields(body)
+        _check_fields(fields, settings, has_file=False)
+        return Incoming(fields=fields)
+    if ctype.startswith("multipart/form-data"):
+        form = await _read_form(request, settings, max_files=1)
+        upload = form.get("file")
+        if upload is not None and not isinstance(upload, UploadFile):
+            raise ApiError(422, "`file` must be a file part")
+        metadata = crud.parse_metadata(
+            _form_str(form, "metadata"), max_bytes=settings.max_metadata_bytes
+        )
+        fields = _content_fields(
+            {
+                "external_id": _form_str(form, "external_id") or None,
+                "title": _form_str(form, "title"),
+                "text": _form_str(form, "text"),
+                "metadata": metadata,
+            }
+        )
+        has_file = upload is not None and _upload_size(upload) > 0
+        if upload is not None and not has_file:
+            raise ApiError(422, "the uploaded file is empty")
+        _check_fields(fields, settings, has_file=has_file)
+        return Incoming(fields=fields, upload=upload if has_file else None)
+    raise ApiError(
+        415,
+        "send multipart/form-data (with an optional image `file`) or application/json",
+    )
+
+
+def _upload_size(upload: UploadFile) -> int:
+    if upload.size is not None:
+        return upload.size
+    f = upload.file
+    pos = f.tell()
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(pos)
+    return size
+
+
+def _store_upload(inc: Incoming, settings: GatewaySettings, storage: BlobStorage) -> None:
+    """Validate and store one upload (runs in a worker thread: decoding is CPU-bound)."""
+    assert inc.upload is not None
+    if _upload_size(inc.upload) > settings.max_upload_bytes:
+        raise ApiError(413, f"the file exceeds {settings.max_upload_bytes} bytes")
+    inc.info = validate_image(inc.upload.file, max_pixels=settings.max_image_pixels)
+    try:
+        inc.blob = storage.put_file(inc.upload.file, max_bytes=settings.max_upload_bytes)
+    except PayloadTooLarge as exc:
+        raise ApiError(413, f"the file exceeds {exc.limit} bytes") from exc
+
+
+def _apply(session: Any, item: ContentItem, inc: Incoming) -> set[str]:
+    """Copy the incoming fields onto ``item``; return blob keys it no longer references."""
+    f = inc.fields
+    item.title = f.title
+    item.text = f.text
+    item.meta = f.metadata
+    item.status = ContentStatus.pending
+    dropped: set[str] = set()
+    if inc.blob is not None and inc.info is not None:
+        item.kind = ContentKind.image
+        for asset in list(item.assets):
+            dropped.add(asset.storage_key)
+            item.assets.remove(asset)
+        item.phash = None
+        item.duplicate_of = None
+        item.assets.append(
+            Asset(
+                role="original",
+                storage_key=inc.blob.key,
+                sha256=inc.blob.sha256,
+                mime_type=inc.info.mime_type,
+                byte_size=inc.blob.size,
+                width=inc.info.width,
+                height=inc.info.height,
+            )
+        )
+        if item.id:
+            session.execute(delete(Embedding).where(Embedding.content_id == item.id))
+    elif not item.assets:
+        item.kind = ContentKind.text
+    return dropped - ({inc.blob.key} if inc.blob else set())
+
+
+@router.post(
+    "/content",
+    status_code=202,
+    response_model=ContentAccepted,
+    openapi_extra=UPLOAD_DOC,
+    summary="Upload an image and/or text; tagging runs in the background",
+)
+async def create_content(
+    request: Request,
+    response: Response,
+    principal: WriterDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    celery: CeleryDep,
+    on_conflict: Annotated[
+        OnConflict,
+        Query(description="same external_id again: `error` answers 409, `update` replaces it"),
+    ] = "error",
+) -> ContentAccepted:
+    inc = await _parse_single(request, settings)
+    existing = None
+    if inc.fields.external_id:
+        existing = crud.get_content_by_external_id(
+            session, tenant_id=principal.tenant_id, external_id=inc.fields.external_id
+        )
+        if existing is not None and on_conflict == "error":
+            raise _conflict(inc.fields.external_id, existing.id)
+    if inc.upload is not None:
+        await run_in_threadpool(_store_upload, inc, settings, storage)
+    item = existing or ContentItem(
+        tenant_id=principal.tenant_id, external_id=inc.fields.external_id, assets=[], tags=[]
+    )
+    try:
+        dropped = _apply(session, item, inc)
+        if existing is None:
+            session.add(item)
+            session.flush()
+        job = new_job(
+            session, tenant_id=principal.tenant_id, job_type="tag_content", content_id=item.id
+        )
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        _discard(session, storage, inc)
+        raise _conflict(inc.fields.external_id or "", None) from exc
+    except BaseException:
+        session.rollback()
+        _discard(session, storage, inc)
+        raise
+    crud.delete_unreferenced_blobs(session, storage, dropped)
+    publish(session, celery, job)
+    response.headers["Location"] = f"/v1/content/{item.id}"
+    return ContentAccepted(id=item.id, job_id=job.id, status=job.status, created=existing is None)
+
+
+def _conflict(external_id: str, existing_id: str | None) -> ApiError:
+    return ApiError(
+        409,
+        f"content with external_id {external_id!r} already exists; "
+        "retry with ?on_conflict=update to replace it",
+        details={"external_id": external_id, "id": existing_id},
+    )
+
+
+def _discard(session: Any, storage: BlobStorage, inc: Incoming) -> None:
+    if inc.blob is not None:
+        with contextlib.suppress(Exception):
+            crud.delete_unreferenced_blobs(session, storage, {inc.blob.key})
+
+
+@router.post(
+    "/content:batch",
+    status_code=202,
+    response_model=ContentBatchAccepted,
+    summary="Upload up to 100 items at once; they are tagged with batched inference",
+)
+async def create_content_batch(
+    request: Request,
+    principal: WriterDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    celery: CeleryDep,
+) -> ContentBatchAccepted:
+    """JSON ``{"items": [...]}`` for text, or multipart with repeated ``file`` parts and an
+    optional ``items`` field: a JSON array of per-file fields, in the same order."""
+    incoming = await _parse_batch(request, settings)
+    ext_ids = [i.fields.external_id for i in incoming if i.fields.external_id]
+    if len(ext_ids) != len(set(ext_ids)):
+        raise ApiError(422, "external_id values repeat within the batch")
+    for idx, inc in enumerate(incoming):
+        if inc.fields.external_id and crud.get_content_by_external_id(
+            session, tenant_id=principal.tenant_id, external_id=inc.fields.external_id
+        ):
+            raise ApiError(
+                409,
+                f"items[{idx}]: external_id {inc.fields.external_id!r} already exists",
+                details={"index": idx},
+            )
+    try:
+        for idx, inc in enumerate(incoming):
+            if inc.upload is not None:
+                try:
+                    await run_in_threadpool(_store_upload, inc, settings, storage)
+                except ApiError as exc:
+                    exc.message = f"items[{idx}]: {exc.message}"
+                    exc.details = {"index": idx, **(exc.details or {})}
+                    raise
+        items = []
+        for inc in incoming:
+            item = ContentItem(
+                tenant_id=principal.tenant_id,
+                external_id=inc.fields.external_id,
+                assets=[],
+                tags=[],
+            )
+            _apply(session, item, inc)
+            session.add(item)
+            items.append(item)
+        session.flush()
+        job = new_job(
+            session,
+            tenant_id=principal.tenant_id,
+            job_type="tag_batch",
+            params={"content_ids": [i.id for i in items]},
+        )
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        for inc in incoming:
+            _discard(session, storage, inc)
+        raise ApiError(409, "an external_id of this batch already exists") from exc
+    except BaseException:
+        session.rollback()
+        for inc in incoming:
+            _discard(session, storage, inc)
+        raise
+    publish(session, celery, job)
+    return ContentBatchAccepted(
+        items=[
+            ContentAccepted(id=i.id, job_id=job.id, status=job.status, created=True) for i in items
+        ],
+        job_id=job.id,
+    )
+
+
+async def _parse_batch(request: Request, settings: GatewaySettings) -> list[Incoming]:
+    ctype = request.headers.get("content-type", "")
+    limit = settings.max_batch_items
+    if ctype.startswith("application/json"):
+        body = await _read_json(request)
+        if (
+            isinstance(body, dict)
+            and isinstance(body.get("items"), list)
+            and len(body["items"]) > limit
+        ):
+            raise ApiError(413, f"a batch holds at most {limit} items")
+        try:
+            batch = ContentBatchCreate.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ApiError(
+                422, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+            ) from exc
+        out = []
+        for idx, fields in enumerate(batch.items):
+            try:
+                _check_fields(fields, settings, has_file=False)
+            except ApiError as exc:
+                exc.message = f"items[{idx}]: {exc.message}"
+                raise
+            out.append(Incoming(fields=fields))
+        return out
+    if ctype.startswith("multipart/form-data"):
+        form = await _read_form(request, settings, max_files=limit + 1)
+        files = form.getlist("file")
+        if len(files) > limit:
+            raise ApiError(413, f"a batch holds at most {limit} items")
+        if not files or not all(isinstance(f, UploadFile) for f in files):
+            raise ApiError(422, "send one or more `file` parts")
+        import json
+
+        raw_items = _form_str(form, "items")
+        specs: list[Any] = []
+        if raw_items:
+            try:
+                specs = json.loads(raw_items)
+            except json.JSONDecodeError as exc:
+                raise ApiError(422, f"`items` is not valid JSON: {exc}") from exc
+            if not isinstance(specs, list) or len(specs) != len(files):
+                raise ApiError(422, "`items` must be a JSON array with one object per file")
+        out = []
+        for idx, upload in enumerate(files):
+            spec = specs[idx] if specs else {}
+            if not isinstance(spec, dict):
+                raise ApiError(422, f"items[{idx}] must be an object")
+            fields = _content_fields(spec)
+            if _upload_size(upload) == 0:
+                raise ApiError(422, f"items[{idx}]: the uploaded file is empty")
+            _check_fields(fields, settings, has_file=True)
+            out.append(Incoming(fields=fields, upload=upload))
+        return out
+    raise ApiError(415, "send application/json or multipart/form-data")
+
+
+@router.get("/content/{content_id}", response_model=ContentPublic)
+def read_content(
+    content_id: str,
+    principal: ReaderDep,
+    session: SessionDep,
+    min_score: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="max tags")] = None,
+) -> ContentPublic:
+    item = crud.get_content(session, tenant_id=principal.tenant_id, content_id=content_id)
+    return crud.content_public(item, min_score=min_score, tag_limit=limit)
+
+
+@router.get("/content", response_model=ContentPage)
+def list_content(
+    principal: ReaderDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+    kind: ContentKind | None = None,
+    tag: str | None = None,
+    min_score: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
+) -> ContentPage:
+    items, next_cursor = crud.list_content(
+        session,
+        tenant_id=principal.tenant_id,
+        limit=limit,
+        cursor=cursor,
+        kind=kind.value if kind else None,
+        tag=tag,
+    )
+    return ContentPage(
+        items=[crud.content_public(i, min_score=min_score) for i in items],
+        next_cursor=next_cursor,
+    )
+
+
+@router.delete("/content/{content_id}", status_code=204)
+def delete_content(
+    content_id: str, principal: WriterDep, session: SessionDep, storage: StorageDep
+) -> Response:
+    item = crud.get_content(session, tenant_id=principal.tenant_id, content_id=content_id)
+    keys = {a.storage_key for a in item.assets}
+    session.delete(item)
+    session.commit()
+    crud.delete_unreferenced_blobs(session, storage, keys)
+    return Response(status_code=204)
+
+
+@router.get("/content/{content_id}/assets/{role}", response_class=FileResponse)
+def download_asset(
+    content_id: str, role: str, principal: ReaderDep, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    item = crud.get_content(session, tenant_id=principal.tenant_id, content_id=content_id)
+    asset = next((a for a in item.assets if a.role == role), None)
+    if asset is None:
+        raise ApiError(404, f"content {content_id} has no {role!r} asset")
+    return FileResponse(storage.path(asset.storage_key), media_type=asset.mime_type)

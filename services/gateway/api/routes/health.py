@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from shared.inference.registry import active_version
+
+router = APIRouter(tags=["health"])
+
+REQUIRED_MODELS = ("image_tagger", "text_embedder")
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _checks(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    checks: dict[str, Any] = {}
+    try:
+        with state.sessionmaker() as s:
+            s.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {exc.__class__.__name__}: {exc}"
+    try:
+        state.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {exc}"
+    try:
+        state.storage.check()
+        checks["storage"] = "ok"
+    except Exception as exc:
+        checks["storage"] = f"error: {exc}"
+    models_dir = state.settings.models_dir
+    for name in REQUIRED_MODELS:
+        version = active_version(models_dir, name)
+        checks[f"model:{name}"] = f"ok ({version})" if version else "missing (run `make models`)"
+    return checks
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    checks = await run_in_threadpool(_checks, request)
+    ok = all(str(v).startswith("ok") for v in checks.values())
+    if ok:
+        return JSONResponse({"status": "ready", "checks": checks})
+    return JSONResponse(
+        {
+            "error": {"code": "not_ready", "message": "a dependency is unavailable"},
+            "checks": checks,
+        },
+        status_code=503,
+    )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    data = await run_in_threadpool(generate_latest, request.app.state.metrics_registry)
+    return Response(data, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.gateway import crud
+from services.gateway.api.deps import ReaderDep, SessionDep, WriterDep
+from shared.db.models import Job
+from shared.jobs import FINAL_STATES
+from shared.schemas.jobs import JobPublic
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+def job_public(job: Job) -> JobPublic:
+    return JobPublic.model_validate(job, from_attributes=True)
+
+
+@router.post("/jobs/{job_id}:cancel", response_model=JobPublic)
+def cancel_job(job_id: str, principal: WriterDep, session: SessionDep) -> JobPublic:
+    """Ask a job to stop. Queued jobs never start; running training jobs stop at the next step
+    and keep their checkpoint. Cancelling a finished job changes nothing."""
+    job = crud.get_job(session, tenant_id=principal.tenant_id, job_id=job_id)
+    if job.status not in FINAL_STATES:
+        job.cancel_requested = True
+        session.commit()
+    return job_public(job)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+def read_job(job_id: str, principal: ReaderDep, session: SessionDep) -> JobPublic:
+    return job_public(crud.get_job(session, tenant_id=principal.tenant_id, job_id=job_id))

@@ -1,0 +1,70 @@
+"""The public HTTP API: ``uvicorn services.gateway.main:app`` (or ``create_app(settings)``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import redis
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.gateway.api.metrics import JobsCollector
+from services.gateway.api.routes import content, health, jobs
+from shared.config import GatewaySettings, WorkerSettings, gateway_settings
+from shared.db.session import get_sessionmaker
+from shared.http import BodySizeLimit, RequestMetrics, install_error_handlers
+from shared.queue import create_celery
+from shared.storage import open_storage
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or gateway_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(
+            base_url=settings.recommender_url, timeout=settings.recommender_timeout_s
+        ) as client:
+            app.state.recommender = client
+            yield
+        app.state.redis.close()
+
+    app = FastAPI(
+        title="Atelier gateway",
+        version="1.0",
+        description="Tag, generate and recommend content for your CMS.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sessionmaker = get_sessionmaker(settings.sqlalchemy_url)
+    app.state.storage = open_storage(settings.storage_url)
+    app.state.celery = create_celery(WorkerSettings(redis_url=settings.redis_url))
+    app.state.redis = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=2
+    )
+    app.state.metrics_registry = CollectorRegistry()
+    app.state.metrics_registry.register(JobsCollector(app))
+    RequestMetrics(app.state.metrics_registry, "gateway").install(app)
+    install_error_handlers(app)
+    # Multipart envelope + text fields ride on top of the file's own limit.
+    app.add_middleware(
+        BodySizeLimit,
+        limit=settings.max_upload_bytes + settings.max_text_chars * 4 + 1024 * 1024,
+    )
+    app.include_router(health.router)
+    app.include_router(content.router)
+    app.include_router(jobs.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn services.gateway.main:app` builds the app on first access, not at import time,
+    # so tests can import this module without reading the environment.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,100 @@
+"""Settings: one validated class per deployable, all built on a common base.
+
+Every field is read from an ``ATELIER_``-prefixed environment variable (``ATELIER_DATABASE_URL``
+...). ``DATABASE_URL`` and ``REDIS_URL`` are also accepted unprefixed because that is what
+hosting platforms inject.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
+    )
+
+    environment: Literal["development", "production", "test"] = "development"
+    database_url: str = Field(
+        default="sqlite:///./var/atelier.db",
+        validation_alias=AliasChoices("ATELIER_DATABASE_URL", "DATABASE_URL"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("ATELIER_REDIS_URL", "REDIS_URL"),
+    )
+    storage_url: str = "file://./var/blobs"
+    models_dir: Path = Path("var/models")
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _production_needs_real_services(self) -> CommonSettings:
+        if self.environment == "production" and self.database_url.startswith("sqlite"):
+            raise ValueError(
+                "ATELIER_DATABASE_URL must point at PostgreSQL when ATELIER_ENVIRONMENT=production"
+            )
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        # Plain postgresql:// URLs would pick psycopg2, which we do not install.
+        url = self.database_url
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        return url
+
+
+class GatewaySettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    max_text_chars: int = 200_000
+    max_metadata_bytes: int = 64 * 1024
+    max_batch_items: int = 100
+    max_interaction_events: int = 10_000
+    recommender_url: str = "http://127.0.0.1:8001"
+    recommender_timeout_s: float = 5.0
+
+
+class RecommenderSettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = 8001
+    model_check_interval_s: float = 5.0
+
+
+class WorkerSettings(CommonSettings):
+    ort_threads: int = 1
+    # Hamming distance on the 64-bit pHash at or under which two images are near-duplicates:
+    # 0-6 catches re-encodes, resizes and light crops without merging different shots.
+    phash_max_distance: int = 6
+    thumbnail_size: int = 256
+    task_soft_time_limit_s: int = 300
+    task_time_limit_s: int = 360
+    training_time_limit_s: int = 3600
+    sweep_interval_s: float = 30.0
+    # A job still queued this long after it was published is published again by the sweeper.
+    requeue_after_s: float = 900.0
+
+
+@lru_cache
+def gateway_settings() -> GatewaySettings:
+    return GatewaySettings()
+
+
+@lru_cache
+def recommender_settings() -> RecommenderSettings:
+    return RecommenderSettings()
+
+
+@lru_cache
+def worker_settings() -> WorkerSettings:
+    return WorkerSettings()

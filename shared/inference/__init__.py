@@ -1,0 +1,1 @@
+"""ONNX serving core: manifests, the onnxruntime session wrapper, the model registry."""

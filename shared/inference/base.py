@@ -1,0 +1,68 @@
+"""Every served model has the same lifecycle: locate -> load -> preprocess -> run -> postprocess.
+
+Subclasses implement ``_load`` (build sessions and read side files) and ``_predict``; the base
+class checks the manifest, and turns any failure into :class:`ModelError` with a clear message so
+a corrupt or missing model fails the job, never the worker process (Immich's ``InferenceModel``).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import onnxruntime as ort
+
+from shared.inference.manifest import Manifest, read_manifest, verify_files
+from shared.inference.session import create_session
+
+
+class ModelError(RuntimeError):
+    """A model cannot be used: missing, corrupt, or the wrong kind. The message says which."""
+
+
+class InferenceModel(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, model_dir: Path, *, threads: int | None = None, verify: bool = True):
+        self.model_dir = model_dir
+        self.threads = threads
+        try:
+            self.manifest: Manifest = read_manifest(model_dir)
+        except FileNotFoundError as exc:
+            raise ModelError(f"no model at {model_dir} (run `make models`)") from exc
+        except ValueError as exc:
+            raise ModelError(f"unreadable manifest in {model_dir}: {exc}") from exc
+        if self.manifest.kind != self.kind:
+            raise ModelError(
+                f"{model_dir} holds a {self.manifest.kind!r} model, expected {self.kind!r}"
+            )
+        if verify:
+            try:
+                verify_files(model_dir, self.manifest)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from exc
+        self._lock = threading.Lock()
+        try:
+            self._load()
+        except ModelError:
+            raise
+        except Exception as exc:  # onnxruntime raises several unrelated types on bad files
+            raise ModelError(f"cannot load {self.ref}: {exc}") from exc
+
+    @property
+    def ref(self) -> str:
+        return f"{self.manifest.name}:{self.manifest.version}"
+
+    def session(self, file_name: str = "model.onnx") -> ort.InferenceSession:
+        return create_session(self.model_dir / file_name, threads=self.threads)
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        return self._predict(*args, **kwargs)
+
+    @abstractmethod
+    def _predict(self, *args: Any, **kwargs: Any) -> Any: ...

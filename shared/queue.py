@@ -1,0 +1,45 @@
+"""The Celery application object, shared by producers (gateway, beat) and workers."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared.config import WorkerSettings
+from shared.tasks import JOB_TYPES, QUEUE_TAGGING, QUEUES, SWEEP_TASK
+
+
+def create_celery(settings: WorkerSettings, *, include: list[str] | None = None) -> Celery:
+    app = Celery("atelier", broker=settings.redis_url, include=include or [])
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # The jobs table is the source of truth for results; no result backend to fill.
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        task_queues=[Queue(q) for q in QUEUES],
+        task_default_queue=QUEUE_TAGGING,
+        task_routes={
+            **{jt.task: {"queue": jt.queue} for jt in JOB_TYPES.values()},
+            SWEEP_TASK: {"queue": QUEUE_TAGGING},
+        },
+        # Unacked messages return to the queue after this long; it must outlast the longest
+        # training job or a running job would be delivered twice.
+        broker_transport_options={
+            "visibility_timeout": settings.training_time_limit_s + 600,
+            "socket_connect_timeout": 3,
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep-jobs": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},
+        },
+        timezone="UTC",
+    )
+    return app

@@ -1,0 +1,1 @@
+"""Pydantic schemas per direction (``...Create`` in, ``...Public`` out), apart from ORM models."""

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ContentCreate(BaseModel):
+    """JSON body of ``POST /v1/content`` for text-only content."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str | None = Field(default=None, min_length=1, max_length=255)
+    title: str | None = Field(default=None, max_length=1000)
+    text: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ContentBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ContentCreate] = Field(min_length=1)
+
+
+class AssetPublic(BaseModel):
+    role: str
+    mime_type: str
+    byte_size: int
+    width: int | None
+    height: int | None
+    sha256: str
+    url: str
+
+
+class TagPublic(BaseModel):
+    name: str
+    score: float
+    source: str
+    origin: str
+
+
+class ContentPublic(BaseModel):
+    id: str
+    external_id: str | None
+    kind: str
+    title: str | None
+    text: str | None
+    metadata: dict[str, Any]
+    status: str
+    phash: str | None
+    duplicate_of: str | None
+    assets: list[AssetPublic]
+    tags: list[TagPublic]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContentAccepted(BaseModel):
+    id: str
+    job_id: str
+    status: str
+    created: bool = Field(description="false when an existing external_id was updated")
+
+
+class ContentBatchAccepted(BaseModel):
+    items: list[ContentAccepted]
+    job_id: str
+
+
+class ContentPage(BaseModel):
+    items: list[ContentPublic]
+    next_cursor: str | None
+
+
+class TagCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    score: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class TagsCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[TagCreate] = Field(min_length=1, max_length=100)
+
+
+class TagReview(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    decision: Literal["accept", "reject"]

@@ -1,0 +1,124 @@
+"""The one wrapper every job task goes through: claim, run a plain function, record the end.
+
+Handlers are plain functions ``handler(ctx, session, job) -> dict`` that tests call directly.
+Only named transient errors (the database or broker briefly unreachable) are retried, with
+exponential backoff and jitter; anything else fails the job with a readable message on its row.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from shared.db.models import Job, JobStatus
+from shared.inference.base import ModelError
+from shared.jobs import claim, finish
+from workers.context import WorkerContext, get_context
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[WorkerContext, Any, Job], dict[str, Any]]
+
+MAX_RETRIES = 5
+TRANSIENT = (sqlalchemy.exc.OperationalError, redis.exceptions.ConnectionError, ConnectionError)
+
+
+class JobFailed(Exception):
+    """A job cannot succeed; the message is shown to the API user as the job's error."""
+
+
+class JobCancelled(Exception):
+    """The user asked for cancellation; the job ends as ``cancelled``."""
+
+
+def execute(
+    ctx: WorkerContext, job_id: str, handler: Handler, *, task_id: str | None = None
+) -> str | None:
+    """Run ``handler`` for one job; returns the final status, or None if the job was not ours."""
+    with ctx.session() as session:
+        job = claim(session, job_id, task_id)
+        if job is None:
+            return None
+        try:
+            result = handler(ctx, session, job)
+        except JobCancelled as exc:
+            session.rollback()
+            finish(session, job, status=JobStatus.cancelled, error=str(exc) or "cancelled")
+            return JobStatus.cancelled
+        except (JobFailed, ModelError, ValueError) as exc:
+            session.rollback()
+            log.info("job %s failed: %s", job_id, exc)
+            finish(session, job, status=JobStatus.failed, error=str(exc))
+            _on_failure(ctx, job)
+            return JobStatus.failed
+        except SoftTimeLimitExceeded:
+            session.rollback()
+            finish(session, job, status=JobStatus.failed, error="time limit exceeded")
+            _on_failure(ctx, job)
+            return JobStatus.failed
+        except TRANSIENT:
+            session.rollback()
+            raise
+        except Exception as exc:
+            session.rollback()
+            log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
+            finish(
+                session,
+                job,
+                status=JobStatus.failed,
+                error=f"internal error: {type(exc).__name__}: {exc}",
+            )
+            _on_failure(ctx, job)
+            return JobStatus.failed
+        finish(session, job, status=JobStatus.succeeded, result=result)
+        return JobStatus.succeeded
+
+
+def _on_failure(ctx: WorkerContext, job: Job) -> None:
+    from workers.tagging.pipeline import mark_content_failed
+
+    if job.content_id and job.type == "tag_content":
+        with ctx.session() as s:
+            mark_content_failed(s, job.content_id)
+
+
+def run_task(task: Task, job_id: str, handler: Handler) -> str | None:
+    """Body of every Celery job task: retry transient errors, then give up into the job row."""
+    try:
+        return execute(get_context(), job_id, handler, task_id=task.request.id)
+    except TRANSIENT as exc:
+        # Retrying publishes a new message; the job stays claimable because its status is
+        # reset to queued by this delivery's failure path below.
+        countdown = min(60, 2**task.request.retries)
+        log.warning("job %s hit a transient error (%s); retry in %ss", job_id, exc, countdown)
+        _release(job_id)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES) from exc
+
+
+def _give_up(job_id: str, exc: Exception) -> None:
+    try:
+        with get_context().session() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.status not in (JobStatus.succeeded, JobStatus.failed):
+                finish(s, job, status=JobStatus.failed, error=f"gave up after retries: {exc}")
+    except TRANSIENT:
+        pass  # the sweeper fails it after max attempts
+
+
+def _release(job_id: str) -> None:
+    try:
+        with get_context().session() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.status == JobStatus.running:
+                job.status = JobStatus.queued
+                job.task_id = None
+                s.commit()
+    except TRANSIENT:
+        pass  # the sweeper rescues the job once it has been silent long enough

@@ -1,0 +1,26 @@
+"""Periodic housekeeping run by Celery beat."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.jobs import sweep
+from shared.tasks import QUEUE_GENERATION, QUEUE_TAGGING, QUEUE_TRAINING, SWEEP_TASK
+from workers.celery_app import app
+from workers.context import get_context
+
+
+@app.task(name=SWEEP_TASK, ignore_result=True)
+def sweep_jobs() -> dict[str, int]:
+    ctx = get_context()
+    s = ctx.settings
+    stale = {
+        QUEUE_TAGGING: timedelta(seconds=s.task_time_limit_s + 60),
+        QUEUE_GENERATION: timedelta(seconds=s.task_time_limit_s + 60),
+        # Training jobs report progress at least every few minutes.
+        QUEUE_TRAINING: timedelta(minutes=15),
+    }
+    with ctx.session() as session:
+        return sweep(
+            session, app, requeue_after=timedelta(seconds=s.requeue_after_s), stale_after=stale
+        )
