@@ -1,0 +1,48 @@
+# One entry point. `make run` sets up everything and starts the suite; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= gateway,recommender,worker,embedded,train,dev
+STAMP := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
+export ATELIER_MODELS_DIR ?= $(CURDIR)/var/models
+
+.PHONY: install run models models-serving test test-fast lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(STAMP)
+
+## Build every bundled model into var/models (skips what is up to date).
+models: install
+	$(BIN)/python -m workers.training.build
+
+## The models the tagging tests need (fast to build).
+models-serving: install
+	$(BIN)/python -m workers.training.build --only image_tagger --only text_embedder
+
+## Set up and run the whole suite (gateway :8000, recommender :8001, workers, beat).
+run: install
+	$(BIN)/atelier run
+
+## Install what the tests need, build the serving models, run every test.
+test: models-serving
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not integration and not e2e"
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: models
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
