@@ -18,6 +18,17 @@ ALLOWED_FORMATS = {
 }
 
 
+SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
+
+
+def _looks_like_allowed(f: BinaryIO) -> bool:
+    f.seek(0)
+    head = f.read(16)
+    f.seek(0)
+    webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return webp or any(head.startswith(sig) for sig in SIGNATURES)
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     format: str
@@ -39,6 +50,12 @@ def validate_image(f: BinaryIO, *, max_pixels: int) -> ImageInfo:
         try:
             im = Image.open(f)
         except UnidentifiedImageError as exc:
+            if _looks_like_allowed(f):
+                raise ApiError(
+                    422,
+                    "the file starts like an image we accept but cannot be decoded",
+                    code="corrupt_image",
+                ) from exc
             raise ApiError(
                 415,
                 "the file is not an image we accept; send JPEG, PNG, WebP or GIF",

@@ -62,6 +62,7 @@ class Selection:
     matrix: InteractionMatrix
     best: str
     candidates: list[CandidateReport]
+    refit_s: float = 0.0
 
     def table(self) -> str:
         val = [(_label(c), c.validation) for c in self.candidates]
@@ -69,7 +70,10 @@ class Selection:
         test = [(_label(c), c.test) for c in self.candidates if c.test is not None]
         if test:
             out.append(format_table(test, title="test (time holdout, after tuning)"))
-        out.append(f"selected: {self.best} {self.model.params()}")
+        out.append(
+            f"selected: {self.best} {self.model.params()}; "
+            f"refit on all data in {self.refit_s:.2f} s"
+        )
         return "\n\n".join(out)
 
 
@@ -104,6 +108,8 @@ def train_and_select(
     """
     grids = {**DEFAULT_GRIDS, **(grids or {})}
     names = list(candidates) if candidates is not None else default_candidates(interactions.n_items)
+    if not names:
+        raise ValueError("no candidate models to select from")
     unknown = [n for n in names if n not in MODELS or n == "popularity"]
     if unknown:
         raise ValueError(f"unknown candidate models: {unknown}")
@@ -144,9 +150,11 @@ def train_and_select(
 
         best = max((r for r in reports if r.name in names), key=lambda r: r.validation.ndcg)
         matrix = build_matrix(interactions, half_life_days=half_life_days)
+        start = time.perf_counter()
         model = MODELS[best.name](**best.params).fit(matrix.X)
+        refit_s = time.perf_counter() - start
         fallback = Popularity().fit(matrix.X)
-    return Selection(model, fallback, matrix, best.name, reports)
+    return Selection(model, fallback, matrix, best.name, reports, refit_s)
 
 
 def _test_metrics(rep: CandidateReport, peers: Mapping[str, Recommender], test: Holdout) -> Metrics:
