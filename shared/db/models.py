@@ -258,3 +258,19 @@ class VocabularyEntry(Base):
     name: Mapped[str] = mapped_column(String(200))
     descriptions: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RecommenderConfig(Base):
+    """Per-tenant recommender settings: event weights (negative for dislikes) and time decay."""
+
+    __tablename__ = "recommender_configs"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_weights: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    half_life_days: Mapped[float | None] = mapped_column(Float)
+    trending_half_life_days: Mapped[float] = mapped_column(Float, default=7.0)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

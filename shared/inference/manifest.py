@@ -85,6 +85,8 @@ def publish_model_dir(
         if not (tmp / MANIFEST_NAME).is_file():
             raise RuntimeError(f"builder for {name}/{version} wrote no manifest")
         _fsync_dir_files(tmp)
+        # mkdtemp makes the directory private; services may run as another user than the builder.
+        tmp.chmod(0o755)
         if final.exists():
             if not overwrite:
                 raise FileExistsError(f"model {name}/{version} already exists")

@@ -126,6 +126,7 @@ def test_embed_pixels_matches_embed(tagger: ImageTagger, chelsea: Image.Image) -
     emb = tagger.embed_pixels(pixels)
     np.testing.assert_allclose(emb[0], tagger.embed([chelsea])[0], atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert tagger.embed([]).shape == (0, 1280) and tagger.predict([]) == []
     with pytest.raises(ValueError, match="expected pixels"):
         tagger.embed_pixels(np.zeros((1, 3, 100, 100), np.float32))
 
@@ -222,6 +223,7 @@ def test_concept_names(tagger: ImageTagger) -> None:
 def test_int8_copy_serves_and_records_its_accuracy(
     models_dir: Path, chelsea: Image.Image, coffee: Image.Image
 ) -> None:
+    builder.build(models_dir, int8=True)  # int8 is not built by default: it is not served
     int8 = ModelRegistry(models_dir).get(builder.INT8_NAME, ImageTagger)
     metrics = int8.manifest.metrics
     assert metrics["top1_agreement_vs_fp32_when_fp32_p_gt_0.3"] >= 0.9
