@@ -127,5 +127,24 @@ def models(force: bool = False) -> None:
     sys.exit(main(args))
 
 
+reco = typer.Typer(no_args_is_help=True, help="Recommender tools.")
+app.add_typer(reco, name="reco")
+
+
+@reco.command("evaluate")
+def reco_evaluate(
+    interactions: Annotated[Path, typer.Option(help="CSV: user,item,value,timestamp")],
+    plot: Annotated[Path | None, typer.Option(help="write a PNG bar chart here")] = None,
+    budget_s: Annotated[float, typer.Option(help="tuning time budget in seconds")] = 300.0,
+) -> None:
+    """Time-holdout comparison of every candidate model and the peers, as a table."""
+    from services.recommender.ranking.report import evaluate_csv
+
+    if not interactions.is_file():
+        typer.echo(f"no such file: {interactions}", err=True)
+        raise typer.Exit(1)
+    typer.echo(evaluate_csv(interactions, plot=plot, budget_s=budget_s))
+
+
 if __name__ == "__main__":
     app()

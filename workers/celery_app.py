@@ -12,7 +12,12 @@ from shared.queue import create_celery
 
 app = create_celery(
     worker_settings(),
-    include=["workers.tagging.tasks", "workers.maintenance"],
+    include=[
+        "workers.tagging.tasks",
+        "workers.maintenance",
+        "workers.training.recommender",
+        "workers.training.taggers",
+    ],
 )
 
 
@@ -27,6 +32,8 @@ def _init_process(**_: object) -> None:
 
     threads = worker_settings().ort_threads
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    # The tokenizers library otherwise spawns a thread per core in every worker process.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     threadpool_limits(threads)
     get_engine.cache_clear()
     reset_context()

@@ -274,3 +274,41 @@ class RecommenderConfig(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class Tagger(Base):
+    """A tenant's own classifier over stored embeddings, trained from examples and corrections."""
+
+    __tablename__ = "taggers"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_tagger_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # image | text: the embedding space it reads
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    # When the last successful training read its examples; newer examples or corrections make
+    # the tagger due for scheduled retraining.
+    trained_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class TaggerExample(Base):
+    __tablename__ = "tagger_examples"
+    __table_args__ = (
+        UniqueConstraint("tagger_id", "content_id", "label", name="uq_tagger_example"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tagger_id: Mapped[str] = mapped_column(
+        ForeignKey("taggers.id", ondelete="CASCADE"), index=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    content_id: Mapped[str] = mapped_column(
+        ForeignKey("content_items.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.schemas import UTCDateTime
 
 
 class ContentCreate(BaseModel):
@@ -52,8 +53,8 @@ class ContentPublic(BaseModel):
     duplicate_of: str | None
     assets: list[AssetPublic]
     tags: list[TagPublic]
-    created_at: datetime
-    updated_at: datetime
+    created_at: UTCDateTime
+    updated_at: UTCDateTime
 
 
 class ContentAccepted(BaseModel):

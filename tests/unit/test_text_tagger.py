@@ -14,6 +14,7 @@ from workers.tagging.text import (
     TextEmbedder,
     TextTags,
     VocabularyEntry,
+    VocabularyPrototypes,
     keyphrase_candidates,
     pad_batch,
 )
@@ -170,6 +171,9 @@ def test_prototypes_are_cached_and_accept_bare_names(embedder: TextEmbedder) -> 
     bare = embedder.prototypes([VocabularyEntry(v.name) for v in VOCABULARY])
     assert bare.matrix.shape == (len(VOCABULARY), EMBEDDING_DIM)
     assert embedder.zero_shot(embedder.embed(["anything"]), []) == [[]]
+    stale = VocabularyPrototypes(bare.names, bare.matrix, "text_embedder:older-version")
+    with pytest.raises(ValueError, match="older-version"):
+        embedder.zero_shot(embedder.embed(["anything"]), stale)
 
 
 def test_tag_text_and_tag_texts_agree(embedder: TextEmbedder) -> None:

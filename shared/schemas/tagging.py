@@ -1,0 +1,171 @@
+"""Request and response bodies of the tagging API: vocabulary, tag review, similar, taggers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Limits, documented in the API: a vocabulary is embedded per tagging job (cached per worker),
+# so it stays small enough to embed in well under a second on one core.
+MAX_VOCABULARY_ENTRIES = 500
+MAX_DESCRIPTIONS = 10
+MAX_DESCRIPTION_CHARS = 300
+MAX_TAG_NAME_CHARS = 100
+MAX_TAGGER_LABELS = 100
+MAX_EXAMPLES_PER_REQUEST = 1000
+# Cross-validation needs a few positives and negatives of every label in each training fold.
+MIN_EXAMPLES_PER_LABEL = 3
+
+TaggerKind = Literal["image", "text"]
+Space = Literal["image", "text"]
+
+
+def normalise_tag(name: str) -> str:
+    """Tags are stored lower-case and trimmed, like automatic tags."""
+    return " ".join(name.split()).lower()
+
+
+class VocabularyEntryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=MAX_TAG_NAME_CHARS)
+    descriptions: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_DESCRIPTIONS,
+        description="one-sentence descriptions or other phrasings; they make zero-shot "
+        "tagging markedly more accurate than the bare name",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        v = normalise_tag(v)
+        if not v:
+            raise ValueError("name is blank")
+        return v
+
+    @field_validator("descriptions")
+    @classmethod
+    def _descriptions(cls, v: list[str]) -> list[str]:
+        out = [" ".join(d.split()) for d in v]
+        if any(not d for d in out):
+            raise ValueError("descriptions must not be blank")
+        if any(len(d) > MAX_DESCRIPTION_CHARS for d in out):
+            raise ValueError(f"a description is longer than {MAX_DESCRIPTION_CHARS} characters")
+        return out
+
+
+class VocabularyEntryPublic(BaseModel):
+    name: str
+    descriptions: list[str]
+
+
+class Vocabulary(BaseModel):
+    entries: list[VocabularyEntryPublic]
+
+
+class SimilarItem(BaseModel):
+    id: str
+    external_id: str | None
+    kind: str
+    title: str | None
+    score: float = Field(description="cosine similarity of the two embeddings, -1..1")
+
+
+class SimilarPage(BaseModel):
+    content_id: str
+    space: Space
+    model: str
+    items: list[SimilarItem]
+
+
+class TaggerCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    kind: TaggerKind
+    labels: list[str] = Field(min_length=1, max_length=MAX_TAGGER_LABELS)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        v = " ".join(v.split())
+        if not v:
+            raise ValueError("name is blank")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str]) -> list[str]:
+        out = [normalise_tag(lbl) for lbl in v]
+        if any(not lbl or len(lbl) > MAX_TAG_NAME_CHARS for lbl in out):
+            raise ValueError(f"labels must have 1 to {MAX_TAG_NAME_CHARS} characters")
+        if len(set(out)) != len(out):
+            raise ValueError("labels repeat (compared lower-case)")
+        return out
+
+
+class TaggerExampleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content_id: str = Field(min_length=1, max_length=36)
+    label: str = Field(min_length=1, max_length=200)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        return normalise_tag(v)
+
+
+class TaggerExamplesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    examples: list[TaggerExampleIn] = Field(min_length=1, max_length=MAX_EXAMPLES_PER_REQUEST)
+
+
+class TaggerExamplesAdded(BaseModel):
+    added: int = Field(description="new examples; ones already stored are not counted twice")
+    examples_per_label: dict[str, int]
+
+
+class TaggerPublic(BaseModel):
+    id: str
+    name: str
+    kind: TaggerKind
+    labels: list[str]
+    model: str = Field(description="the registry name of its model versions")
+    active_version: str | None
+    examples_per_label: dict[str, int] = Field(
+        description="explicit examples plus accepted/manual tags with a label of this tagger"
+    )
+    metrics: dict[str, Any] | None = Field(description="cross-validated, of the active version")
+    trained_at: datetime | None
+    created_at: datetime
+
+
+class TaggerList(BaseModel):
+    items: list[TaggerPublic]
+
+
+class TrainAccepted(BaseModel):
+    job_id: str
+    status: str
+
+
+class ModelVersionPublic(BaseModel):
+    name: str
+    version: str
+    kind: str
+    active: bool
+    scope: Literal["bundled", "tenant"] = Field(
+        description="bundled models serve every tenant; tenant models only their owner"
+    )
+    metrics: dict[str, Any]
+    job_id: str | None = None
+    created_at: datetime | str | None = None
+
+
+class ModelList(BaseModel):
+    items: list[ModelVersionPublic]
