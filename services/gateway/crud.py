@@ -49,9 +49,17 @@ def get_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
 def content_public(
     item: ContentItem, *, min_score: float = 0.0, tag_limit: int | None = None
 ) -> ContentPublic:
+    # One entry per tag name: a person's decision wins over a model, then the higher score.
+    best: dict[str, Tag] = {}
+    for t in item.tags:
+        if t.origin not in VISIBLE_ORIGINS:
+            continue
+        cur = best.get(t.name)
+        rank = (t.origin != TagOrigin.auto, t.score)
+        if cur is None or rank > (cur.origin != TagOrigin.auto, cur.score):
+            best[t.name] = t
     tags = sorted(
-        (t for t in item.tags if t.origin in VISIBLE_ORIGINS and t.score >= min_score),
-        key=lambda t: (-t.score, t.name),
+        (t for t in best.values() if t.score >= min_score), key=lambda t: (-t.score, t.name)
     )
     if tag_limit is not None:
         tags = tags[:tag_limit]
