@@ -17,6 +17,8 @@ app = create_celery(
         "workers.maintenance",
         "workers.training.recommender",
         "workers.training.taggers",
+        "workers.generation.tasks",
+        "workers.training.generators",
     ],
 )
 

@@ -12,7 +12,14 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.gateway.api.metrics import JobsCollector
-from services.gateway.api.routes import content, health, jobs
+from services.gateway.api.routes import (
+    content,
+    generation,
+    health,
+    jobs,
+    recommendations,
+    tagging,
+)
 from shared.config import GatewaySettings, WorkerSettings, gateway_settings
 from shared.db.session import get_sessionmaker
 from shared.http import BodySizeLimit, RequestMetrics, install_error_handlers
@@ -59,6 +66,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(content.router)
     app.include_router(jobs.router)
+    app.include_router(recommendations.router)
+    app.include_router(tagging.router)
+    app.include_router(generation.router)
     return app
 
 

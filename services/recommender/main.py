@@ -1,11 +1,17 @@
-"""The recommender service: ``uvicorn --factory services.recommender.main:create_app``."""
+"""The recommender service: ``uvicorn --factory services.recommender.main:create_app``.
+
+It listens on loopback by default and trusts the tenant header the gateway sets (see
+``api/routes/recommend.py``); put it on a private network only.
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from threadpoolctl import threadpool_limits
 
-from services.recommender.api.routes import health
+from services.recommender.api.routes import health, recommend
+from services.recommender.service import ModelStore
 from shared.config import RecommenderSettings, recommender_settings
 from shared.db.session import get_sessionmaker
 from shared.http import RequestMetrics, install_error_handlers
@@ -13,11 +19,20 @@ from shared.http import RequestMetrics, install_error_handlers
 
 def create_app(settings: RecommenderSettings | None = None) -> FastAPI:
     settings = settings or recommender_settings()
+    # One BLAS thread per request: requests run concurrently in the thread pool, and nested
+    # BLAS threads on a 2-core machine only add contention (NOTES.md).
+    threadpool_limits(1)
     app = FastAPI(title="Atelier recommender", version="1.0")
     app.state.settings = settings
     app.state.sessionmaker = get_sessionmaker(settings.sqlalchemy_url)
+    app.state.models = ModelStore(
+        settings.models_dir,
+        app.state.sessionmaker,
+        check_interval_s=settings.model_check_interval_s,
+    )
     app.state.metrics_registry = CollectorRegistry()
     RequestMetrics(app.state.metrics_registry, "recommender").install(app)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(recommend.router)
     return app

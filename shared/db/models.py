@@ -303,9 +303,7 @@ class TaggerExample(Base):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    tagger_id: Mapped[str] = mapped_column(
-        ForeignKey("taggers.id", ondelete="CASCADE"), index=True
-    )
+    tagger_id: Mapped[str] = mapped_column(ForeignKey("taggers.id", ondelete="CASCADE"), index=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     content_id: Mapped[str] = mapped_column(
         ForeignKey("content_items.id", ondelete="CASCADE"), index=True

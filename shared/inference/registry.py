@@ -105,3 +105,35 @@ def process_registry(factory: Callable[[], ModelRegistry]) -> ModelRegistry:
         if _default is None:
             _default = factory()
         return _default
+
+
+def tenant_model_name(base: str, tenant_id: str) -> str:
+    """Registry name of a tenant's own trained copy of ``base`` (e.g. its text generator)."""
+    return f"{base}__{tenant_id}"
+
+
+def resolve_model(
+    models_dir: Path, base: str, tenant_id: str, version: str | None = None
+) -> tuple[str, str]:
+    """``(name, version)`` to serve: the tenant's own model if it has one, else the bundled one.
+
+    An explicit ``version`` is looked up in the tenant's versions first, then the bundled ones.
+    """
+    own = tenant_model_name(base, tenant_id)
+    for name in (own, base):
+        if version is not None:
+            if (models_dir / name / version / MANIFEST_NAME).is_file():
+                return name, version
+            continue
+        active = active_version(models_dir, name)
+        if active is not None:
+            return name, active
+    if version is not None:
+        raise ModelError(f"{base} has no version {version!r} for this tenant")
+    raise ModelError(f"model {base!r} is not built (run `make models`)")
+
+
+def next_version(models_dir: Path, name: str) -> str:
+    """Zero-padded increasing versions, so that string order is age order."""
+    existing = [int(m.version) for m in list_versions(models_dir, name) if m.version.isdigit()]
+    return f"{(max(existing) + 1) if existing else 1:04d}"

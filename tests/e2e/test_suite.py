@@ -160,10 +160,10 @@ def test_embedded_defaults_sqlite_and_bundled_redis(tmp_path: Path) -> None:
 
 
 def test_postgresql_and_external_redis(tmp_path: Path, pg_database: str) -> None:
-    env = _env(tmp_path, ATELIER_DATABASE_URL=pg_database, REDIS_URL=f"{REDIS_SERVER}/13")
+    env = _env(tmp_path, ATELIER_DATABASE_URL=pg_database, REDIS_URL=f"{REDIS_SERVER}/11")
     suite = Suite(tmp_path, env)
     try:
         _exercise(suite)
-        assert f"using Redis at {REDIS_SERVER}/13" in suite.log_path.read_text()
+        assert f"using Redis at {REDIS_SERVER}/11" in suite.log_path.read_text()
     finally:
         assert suite.stop() == 0

@@ -1,0 +1,241 @@
+"""Top-10 latency of the recommender over loopback HTTP vs raw in-process scoring.
+
+    python -m bench.bench_reco_latency --users 100000 --items 100000 --events 300000
+
+Builds a synthetic catalogue in a throw-away PostgreSQL database (ingested through our bulk
+path), trains ALS once (EASE does not fit 100k items), saves it as a model version, starts the
+recommender service with uvicorn on a free loopback port and times sequential keep-alive
+requests. Next to it: the same requests in-process (fold-in with the SQL history read, filters,
+reasons) and the raw model part alone (score all items + top-k). Target: p50 < 5 ms,
+p99 < 20 ms over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import fastapi
+import httpx
+import implicit
+import numpy as np
+import psycopg
+import scipy
+import uvicorn
+from threadpoolctl import threadpool_limits
+
+from bench.synthetic_interactions import EVENT_TYPES, generate
+from services.gateway.interactions import ingest
+from services.recommender.ranking.data import build_matrix
+from services.recommender.ranking.models import ALS, Popularity
+from services.recommender.service import ModelStore, Query, Recommendations, _top
+from shared.auth import create_tenant
+from shared.db.migrate import upgrade
+from shared.db.session import get_engine, get_sessionmaker, session_scope
+from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS, TENANT_HEADER
+from workers.training.recommender import read_interactions, save_version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentiles(ms: list[float]) -> str:
+    a = np.asarray(ms)
+    return (
+        f"p50 {np.percentile(a, 50):6.2f} ms  p90 {np.percentile(a, 90):6.2f} ms  "
+        f"p99 {np.percentile(a, 99):6.2f} ms  mean {a.mean():6.2f} ms  (n={len(a)})"
+    )
+
+
+def load(url: str, tenant: str, users: int, items: int, events: int) -> None:
+    data = generate(users, items, events, seed=0)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    base = float(data.timestamp[0])
+    batch: list[dict[str, object]] = []
+    with session_scope(url) as s:
+        for k in range(events):
+            batch.append(
+                {
+                    "user_id": f"u{data.user[k]}",
+                    "item_id": f"i{data.item[k]}",
+                    "event_type": EVENT_TYPES[data.event[k]],
+                    "timestamp": t0 + timedelta(seconds=float(data.timestamp[k]) - base),
+                }
+            )
+            if len(batch) == 10_000 or k == events - 1:
+                ingest(
+                    s,
+                    tenant_id=tenant,
+                    raw_events=batch,
+                    event_weights=DEFAULT_EVENT_WEIGHTS,
+                    max_events=10_000,
+                )
+                batch = []
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get(
+            "ATELIER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    args = parser.parse_args(argv)
+    threadpool_limits(1)
+    name = f"atelier_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_libpq(args.pg), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        pg_version = conn.info.server_version
+    url = f"{args.pg.rsplit('/', 1)[0]}/{name}"
+    models_dir = Path(tempfile.mkdtemp(prefix="atelier-bench-models-"))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        print(
+            f"{platform.machine()} {os.cpu_count()} cpus ({_cpu_model()}), "
+            f"Python {platform.python_version()}, numpy {np.__version__}, scipy "
+            f"{scipy.__version__}, implicit {implicit.__version__}, fastapi "
+            f"{fastapi.__version__}, uvicorn {uvicorn.__version__}, PostgreSQL {pg_version}"
+        )
+        upgrade(url)
+        with session_scope(url) as s:
+            tenant = create_tenant(s, name="bench").id
+        start = time.perf_counter()
+        load(url, tenant, args.users, args.items, args.events)
+        print(f"ingested {args.events} events in {time.perf_counter() - start:.1f} s")
+
+        with session_scope(url) as s:
+            inter, last_id = read_interactions(
+                s, tenant_id=tenant, event_weights=DEFAULT_EVENT_WEIGHTS
+            )
+            matrix = build_matrix(inter)
+            start = time.perf_counter()
+            model = ALS(factors=64, regularization=10.0, iterations=10).fit(matrix.X)
+            fit_s = time.perf_counter() - start
+            fallback = Popularity().fit(matrix.X)
+            trending = Popularity(half_life_days=7.0).fit_events(
+                inter.item_idx, inter.weight, inter.timestamp, n_items=inter.n_items
+            )
+            save_version(
+                s,
+                tenant_id=tenant,
+                models_dir=models_dir,
+                model=model,
+                fallback=fallback,
+                trending=trending,
+                item_ids=inter.item_ids,
+                metrics={"last_event_id": last_id},
+            )
+        print(
+            f"catalogue: {inter.n_users} users x {inter.n_items} items with events; "
+            f"ALS(64 factors) fit in {fit_s:.1f} s"
+        )
+
+        rng = np.random.default_rng(1)
+        active = rng.choice(inter.user_ids, size=args.requests)
+        users = [*active.tolist(), *(f"new-{i}" for i in range(args.requests // 10))]
+        rng.shuffle(users)
+
+        # Raw model part: the user's row from the training matrix, score all items, top-10.
+        raw_ms = []
+        for u in active[:500]:
+            r = matrix.X[matrix.user_index[u]]
+            t = time.perf_counter()
+            scores = model.score_users(r)[0]
+            scores[r.indices] = -np.inf
+            _top(scores, 10)
+            raw_ms.append((time.perf_counter() - t) * 1000)
+
+        # In-process service call: SQL history read, fold-in, exclusion, reasons, item rows.
+        store = ModelStore(models_dir, get_sessionmaker(url), check_interval_s=5.0)
+        inproc_ms = []
+        with session_scope(url) as s:
+            for u in users[:50]:
+                Recommendations(s, tenant, store.state(s, tenant)).for_user(u, Query())
+            for u in users[:500]:
+                t = time.perf_counter()
+                Recommendations(s, tenant, store.state(s, tenant)).for_user(u, Query())
+                inproc_ms.append((time.perf_counter() - t) * 1000)
+
+        port = _free_port()
+        env = dict(
+            os.environ,
+            ATELIER_DATABASE_URL=url,
+            ATELIER_MODELS_DIR=str(models_dir),
+            ATELIER_MODEL_CHECK_INTERVAL_S="5",
+            ATELIER_ENVIRONMENT="test",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "services.recommender.main:create_app",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            env=env, cwd=ROOT,
+        )  # fmt: skip
+        http_ms: list[float] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            headers = {TENANT_HEADER: tenant}
+            for u in users[:50]:
+                client.get(f"/internal/v1/users/{u}/recommendations", headers=headers)
+            for u in users:
+                t = time.perf_counter()
+                r = client.get(
+                    f"/internal/v1/users/{u}/recommendations",
+                    params={"limit": 10},
+                    headers=headers,
+                )
+                http_ms.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200, r.text
+        print(f"{'top-10 for a user':<52} latency")
+        print(f"{'raw ALS scoring + top-k (in-process, no SQL)':<52} {percentiles(raw_ms)}")
+        print(f"{'service call in-process (SQL fold-in, rows, why)':<52} {percentiles(inproc_ms)}")
+        print(f"{'HTTP GET over loopback (uvicorn, 1 process)':<52} {percentiles(http_ms)}")
+        print("target over HTTP: p50 < 5 ms, p99 < 20 ms")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+        get_engine(url).dispose()
+        with psycopg.connect(_libpq(args.pg), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Recommendations: ingest interactions, configure and train models, ask for recommendations.
+
+Serving lives in the recommender service; the gateway authenticates the caller, then forwards
+the request over HTTP with the tenant id in ``X-Atelier-Tenant``. The recommender trusts that
+header, which is why it listens on loopback (or a private network) only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import select, update
+
+from services.gateway.api.deps import CeleryDep, ReaderDep, SessionDep, SettingsDep, WriterDep
+from services.gateway.interactions import ingest
+from services.recommender.tenant_config import get_config, put_config
+from shared.db.models import ModelVersion
+from shared.http import ApiError
+from shared.jobs import new_job, publish
+from shared.schemas.recommendations import (
+    TENANT_HEADER,
+    InteractionsAccepted,
+    ModelVersionPublic,
+    RecommendationList,
+    RecommenderConfigIn,
+    RecommenderConfigPublic,
+    TrainAccepted,
+    TrainRequest,
+)
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+
+def model_name(tenant_id: str) -> str:
+    """Registry name of a tenant's recommender in ``model_versions``."""
+    return f"recommender:{tenant_id}"
+
+
+INTERACTIONS_DOC = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "example": {
+                    "events": [
+                        {
+                            "user_id": "cms-user-17",
+                            "item_id": "article-42",
+                            "event_type": "like",
+                            "timestamp": "2024-05-01T12:00:00Z",
+                            "event_id": "evt-0001",
+                        }
+                    ]
+                }
+            }
+        }
+    }
+}
+
+
+@router.post(
+    "/interactions",
+    response_model=InteractionsAccepted,
+    openapi_extra=INTERACTIONS_DOC,
+    summary="Store up to 10,000 interaction events; all or nothing, idempotent by event_id",
+)
+async def post_interactions(
+    request: Request, principal: WriterDep, session: SessionDep, settings: SettingsDep
+) -> InteractionsAccepted:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise ApiError(422, f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict) or "events" not in body:
+        raise ApiError(422, 'send a JSON object {"events": [...]}')
+
+    def _run() -> InteractionsAccepted:
+        weights = get_config(session, tenant_id=principal.tenant_id).event_weights
+        res = ingest(
+            session,
+            tenant_id=principal.tenant_id,
+            raw_events=body["events"],
+            event_weights=weights,
+            max_events=settings.max_interaction_events,
+        )
+        return InteractionsAccepted(
+            received=res.received,
+            stored=res.stored,
+            duplicates=res.duplicates,
+            items_created=res.items_created,
+        )
+
+    # Validation and the bulk insert are CPU and I/O bound; keep them off the event loop.
+    return await run_in_threadpool(_run)
+
+
+@router.get("/recommender/config", response_model=RecommenderConfigPublic)
+def read_config(principal: ReaderDep, session: SessionDep) -> RecommenderConfigPublic:
+    cfg = get_config(session, tenant_id=principal.tenant_id)
+    return RecommenderConfigPublic(
+        event_weights=cfg.event_weights,
+        half_life_days=cfg.half_life_days,
+        trending_half_life_days=cfg.trending_half_life_days,
+    )
+
+
+@router.put("/recommender/config", response_model=RecommenderConfigPublic)
+def write_config(
+    body: RecommenderConfigIn, principal: WriterDep, session: SessionDep
+) -> RecommenderConfigPublic:
+    cfg = put_config(
+        session,
+        tenant_id=principal.tenant_id,
+        event_weights=body.event_weights,
+        half_life_days=body.half_life_days,
+        trending_half_life_days=body.trending_half_life_days,
+    )
+    return RecommenderConfigPublic(
+        event_weights=cfg.event_weights,
+        half_life_days=cfg.half_life_days,
+        trending_half_life_days=cfg.trending_half_life_days,
+    )
+
+
+@router.post("/recommender/train", status_code=202, response_model=TrainAccepted)
+def train(
+    principal: WriterDep,
+    session: SessionDep,
+    celery: CeleryDep,
+    body: TrainRequest | None = None,
+) -> TrainAccepted:
+    body = body or TrainRequest()
+    job = new_job(
+        session,
+        tenant_id=principal.tenant_id,
+        job_type="train_recommender",
+        params=body.model_dump(exclude_none=True),
+    )
+    session.commit()
+    publish(session, celery, job)
+    return TrainAccepted(job_id=job.id, status=job.status)
+
+
+def _version_public(mv: ModelVersion) -> ModelVersionPublic:
+    return ModelVersionPublic(
+        version=mv.version,
+        model=mv.kind,
+        active=mv.active,
+        metrics=mv.metrics or {},
+        job_id=mv.job_id,
+        created_at=mv.created_at,
+    )
+
+
+@router.get("/recommender/models", response_model=list[ModelVersionPublic])
+def list_models(principal: ReaderDep, session: SessionDep) -> list[ModelVersionPublic]:
+    rows = session.scalars(
+        select(ModelVersion)
+        .where(
+            ModelVersion.tenant_id == principal.tenant_id,
+            ModelVersion.name == model_name(principal.tenant_id),
+        )
+        .order_by(ModelVersion.version.desc())
+    ).all()
+    return [_version_public(mv) for mv in rows]
+
+
+@router.post("/recommender/models/{version}:activate", response_model=ModelVersionPublic)
+def activate_model(
+    version: str, principal: WriterDep, session: SessionDep, settings: SettingsDep
+) -> ModelVersionPublic:
+    """Serve this version from now on (roll back or forward); the recommender follows within
+    its model check interval, without a restart."""
+    name = model_name(principal.tenant_id)
+    mv = session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.tenant_id == principal.tenant_id,
+            ModelVersion.name == name,
+            ModelVersion.version == version,
+        )
+    ).first()
+    if mv is None:
+        raise ApiError(404, f"model version {version} not found")
+    artefact = settings.models_dir / "recommender" / principal.tenant_id / version
+    if not (artefact / "meta.json").is_file():
+        raise ApiError(409, f"the files of model version {version} are gone; train a new one")
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.name == name, ModelVersion.id != mv.id)
+        .values(active=False)
+    )
+    mv.active = True
+    session.commit()
+    return _version_public(mv)
+
+
+async def _forward(request: Request, tenant_id: str, path: str) -> JSONResponse:
+    client: httpx.AsyncClient = request.app.state.recommender
+    try:
+        r = await client.get(
+            path,
+            params=list(request.query_params.multi_items()),
+            headers={TENANT_HEADER: tenant_id},
+        )
+    except httpx.TimeoutException as exc:
+        raise ApiError(504, "the recommender service did not answer in time") from exc
+    except httpx.TransportError as exc:
+        raise ApiError(503, f"the recommender service is unreachable: {exc}") from exc
+    try:
+        payload: Any = r.json()
+    except ValueError as exc:
+        raise ApiError(
+            502, f"the recommender service answered {r.status_code} without JSON"
+        ) from exc
+    # The recommender already speaks our error shape; its 4xx (404, 422) are the caller's.
+    status = r.status_code if r.status_code < 500 else 502
+    return JSONResponse(payload, status_code=status)
+
+
+@router.get(
+    "/users/{user_id}/recommendations",
+    response_model=RecommendationList,
+    summary="Top items for a user (query: limit, exclude_seen, tag, kind, metadata, exclude, "
+    "diversity, seed_items)",
+)
+async def user_recommendations(
+    user_id: str, request: Request, principal: ReaderDep
+) -> JSONResponse:
+    path = f"/internal/v1/users/{quote(user_id, safe='')}/recommendations"
+    return await _forward(request, principal.tenant_id, path)
+
+
+@router.get(
+    "/items/{item_id}/similar",
+    response_model=RecommendationList,
+    summary="Items like this one (query: limit, mode=cf|content|blend, filters as above)",
+)
+async def similar_items(item_id: str, request: Request, principal: ReaderDep) -> JSONResponse:
+    path = f"/internal/v1/items/{quote(item_id, safe='')}/similar"
+    return await _forward(request, principal.tenant_id, path)

@@ -1,0 +1,96 @@
+"""Internal endpoints the gateway forwards to.
+
+There is no API-key check here: the gateway authenticates the caller and passes the tenant id in
+``X-Atelier-Tenant``. That is only safe because the recommender listens on loopback (the default
+``ATELIER_HOST=127.0.0.1``) or a private network reachable by the gateway alone; never expose it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from sqlalchemy.orm import Session
+
+from services.recommender.service import ModelStore, Recommendations
+from services.recommender.service import Query as RecoQuery
+from shared.http import ApiError
+from shared.schemas.recommendations import TENANT_HEADER, RecommendationList
+
+router = APIRouter(prefix="/internal/v1", tags=["recommend"])
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    session: Session = request.app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_tenant(tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> str:
+    if not tenant:
+        raise ApiError(401, f"missing {TENANT_HEADER} header (set by the gateway)")
+    return tenant
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def reco_query(
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    exclude_seen: bool = True,
+    tag: Annotated[list[str] | None, Query(description="item must carry every tag")] = None,
+    kind: Annotated[list[str] | None, Query(description="image, text, generated, item")] = None,
+    metadata: Annotated[
+        list[str] | None, Query(description="`field=value`; all must match", max_length=20)
+    ] = None,
+    exclude: Annotated[list[str] | None, Query(description="item ids to leave out")] = None,
+    diversity: Annotated[float, Query(ge=0.0, le=1.0, description="0 = pure relevance")] = 0.0,
+    seed_items: Annotated[
+        list[str] | None, Query(description="session items for users without history")
+    ] = None,
+    mode: Annotated[str, Query(pattern="^(cf|content|blend)$")] = "blend",
+) -> RecoQuery:
+    pairs = []
+    for m in metadata or []:
+        key, sep, value = m.partition("=")
+        if not sep or not key:
+            raise ApiError(422, f"metadata filter {m!r} must look like field=value")
+        pairs.append((key, value))
+    return RecoQuery(
+        limit=limit,
+        exclude_seen=exclude_seen,
+        tags=tuple(tag or ()),
+        kinds=tuple(kind or ()),
+        metadata=tuple(pairs),
+        exclude=tuple(exclude or ()),
+        diversity=diversity,
+        seed_items=tuple(seed_items or ())[:100],
+        mode=mode,
+    )
+
+
+QueryDep = Annotated[RecoQuery, Depends(reco_query)]
+
+
+def _service(request: Request, session: Session, tenant_id: str) -> Recommendations:
+    store: ModelStore = request.app.state.models
+    return Recommendations(session, tenant_id, store.state(session, tenant_id))
+
+
+# Plain `def`: scoring is numpy and SQL, so FastAPI runs it in its thread pool.
+@router.get("/users/{user_id}/recommendations", response_model=RecommendationList)
+def user_recommendations(
+    user_id: str, request: Request, tenant_id: TenantDep, session: SessionDep, q: QueryDep
+) -> RecommendationList:
+    return _service(request, session, tenant_id).for_user(user_id, q)
+
+
+@router.get("/items/{item_id}/similar", response_model=RecommendationList)
+def similar_items(
+    item_id: str, request: Request, tenant_id: TenantDep, session: SessionDep, q: QueryDep
+) -> RecommendationList:
+    return _service(request, session, tenant_id).similar(item_id, q)

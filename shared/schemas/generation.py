@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TextGenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(default="", max_length=2000)
+    max_length: int = Field(default=200, ge=1, le=2000)
+    temperature: float = Field(default=1.0, ge=0.0, le=5.0)
+    top_k: int = Field(default=0, ge=0, le=256)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    n: int = Field(default=1, ge=1, le=16)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+    model_version: str | None = Field(default=None, max_length=100)
+
+
+class ImagesGenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(default=8, ge=1, le=64)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    truncation: float = Field(default=1.0, gt=0.0, le=4.0)
+    model_version: str | None = Field(default=None, max_length=100)
+
+
+class InterpolateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed_a: int = Field(ge=0, le=2**32 - 1)
+    seed_b: int = Field(ge=0, le=2**32 - 1)
+    steps: int = Field(default=8, ge=2, le=64)
+    truncation: float = Field(default=1.0, gt=0.0, le=4.0)
+    model_version: str | None = Field(default=None, max_length=100)
+
+
+class CorpusFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tag: str | None = Field(default=None, max_length=200)
+    kind: str | None = Field(default=None, max_length=16)
+
+
+class TextGeneratorTrain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filter: CorpusFilter = Field(default_factory=CorpusFilter)
+    corpus: str | None = Field(
+        default=None, max_length=5_000_000, description="extra plain-text corpus"
+    )
+    epochs: int = Field(default=3, ge=1, le=50)
+    hidden: int = Field(default=256, ge=32, le=1024)
+    layers: int = Field(default=2, ge=1, le=3)
+
+
+class ImageGeneratorTrain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filter: CorpusFilter = Field(default_factory=CorpusFilter)
+    steps: int = Field(default=800, ge=10, le=20_000)
+
+
+class GenerationAccepted(BaseModel):
+    job_id: str
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None

@@ -1,0 +1,97 @@
+"""Celery tasks of the ``generation`` queue: short, so they never wait behind training."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from celery import Task
+from sqlalchemy.orm import Session
+
+from shared.db.models import Asset, ContentItem, ContentKind, Job
+from shared.inference.registry import resolve_model
+from workers.celery_app import app
+from workers.context import WorkerContext
+from workers.jobs import run_task
+from workers.tagging.pipeline import tag_items
+
+
+def generate_text_job(ctx: WorkerContext, session: Session, job: Job) -> dict[str, Any]:
+    from workers.generation.text import TextGenerator
+
+    p = job.params
+    name, version = resolve_model(
+        ctx.settings.models_dir, "text_generator", job.tenant_id, p.get("model_version")
+    )
+    model = ctx.registry.get(name, TextGenerator, version=version)
+    texts = model.generate(
+        p.get("prompt", ""),
+        max_length=int(p.get("max_length", 200)),
+        temperature=float(p.get("temperature", 1.0)),
+        top_k=int(p.get("top_k", 0)),
+        top_p=float(p.get("top_p", 1.0)),
+        seed=p.get("seed"),
+        n=int(p.get("n", 1)),
+        stop=list(p.get("stop") or []) or None,
+    )
+    return {"texts": texts, "model": model.ref, "seed": p.get("seed")}
+
+
+def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[str, Any]:
+    """Generate, store each image as `generated` content, then tag them in one batch."""
+    from workers.generation.image import ImageGenerator
+
+    p = job.params
+    name, version = resolve_model(
+        ctx.settings.models_dir, "image_generator", job.tenant_id, p.get("model_version")
+    )
+    model = ctx.registry.get(name, ImageGenerator, version=version)
+    truncation = float(p.get("truncation", 1.0))
+    if p.get("mode") == "interpolate":
+        images = model.interpolate(
+            int(p["seed_a"]), int(p["seed_b"]), int(p["steps"]), truncation=truncation
+        )
+        metas = [
+            {"seed_a": p["seed_a"], "seed_b": p["seed_b"], "step": i, "steps": p["steps"]}
+            for i in range(len(images))
+        ]
+    else:
+        images = model.generate(int(p["n"]), seed=int(p["seed"]), truncation=truncation)
+        metas = [{"seed": p["seed"], "index": i} for i in range(len(images))]
+    items = []
+    for image, meta in zip(images, metas, strict=True):
+        buf = io.BytesIO()
+        image.save(buf, "PNG", optimize=True)
+        blob = ctx.storage.put_bytes(buf.getvalue())
+        item = ContentItem(
+            tenant_id=job.tenant_id,
+            kind=ContentKind.generated,
+            title=None,
+            meta={**meta, "model": model.manifest.name, "model_version": model.manifest.version,
+                  "truncation": truncation, "job_id": job.id},
+            assets=[],
+            tags=[],
+        )  # fmt: skip
+        item.assets.append(
+            Asset(role="original", storage_key=blob.key, sha256=blob.sha256,
+                  mime_type="image/png", byte_size=blob.size, width=image.width,
+                  height=image.height)
+        )  # fmt: skip
+        session.add(item)
+        items.append(item)
+    session.flush()
+    ids = [i.id for i in items]
+    # Commit before tagging so the images are kept even if the tagger is missing.
+    session.commit()
+    tagging = tag_items(ctx, session, items)
+    return {"content_ids": ids, "model": model.ref, "tags": tagging["tags"]}
+
+
+@app.task(name="atelier.generate_text", bind=True)
+def generate_text(self: Task, job_id: str) -> str | None:
+    return run_task(self, job_id, generate_text_job)
+
+
+@app.task(name="atelier.generate_images", bind=True)
+def generate_images(self: Task, job_id: str) -> str | None:
+    return run_task(self, job_id, generate_images_job)
