@@ -6,7 +6,7 @@ from celery import Celery
 from kombu import Queue
 
 from shared.config import WorkerSettings
-from shared.tasks import JOB_TYPES, QUEUE_TAGGING, QUEUES, SWEEP_TASK
+from shared.tasks import JOB_TYPES, QUEUE_GENERATION, QUEUE_TAGGING, QUEUES, SWEEP_TASK
 
 
 def create_celery(settings: WorkerSettings, *, include: list[str] | None = None) -> Celery:
@@ -27,6 +27,8 @@ def create_celery(settings: WorkerSettings, *, include: list[str] | None = None)
         task_routes={
             **{jt.task: {"queue": jt.queue} for jt in JOB_TYPES.values()},
             SWEEP_TASK: {"queue": QUEUE_TAGGING},
+            # Deliveries are short HTTP calls: keep them off the training queue.
+            "atelier.deliver_webhook": {"queue": QUEUE_GENERATION},
         },
         # Unacked messages return to the queue after this long; it must outlast the longest
         # training job or a running job would be delivered twice.

@@ -19,6 +19,7 @@ app = create_celery(
         "workers.training.taggers",
         "workers.generation.tasks",
         "workers.training.generators",
+        "workers.webhooks",
     ],
 )
 

@@ -92,7 +92,10 @@ def _on_failure(ctx: WorkerContext, job: Job) -> None:
 def run_task(task: Task, job_id: str, handler: Handler) -> str | None:
     """Body of every Celery job task: retry transient errors, then give up into the job row."""
     try:
-        return execute(get_context(), job_id, handler, task_id=task.request.id)
+        status = execute(get_context(), job_id, handler, task_id=task.request.id)
+        if status is not None:
+            _notify(job_id)
+        return status
     except TRANSIENT as exc:
         # Retrying publishes a new message; the job stays claimable because its status is
         # reset to queued by this delivery's failure path below.
@@ -100,6 +103,15 @@ def run_task(task: Task, job_id: str, handler: Handler) -> str | None:
         log.warning("job %s hit a transient error (%s); retry in %ss", job_id, exc, countdown)
         _release(job_id)
         raise task.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES) from exc
+
+
+def _notify(job_id: str) -> None:
+    from workers.webhooks import notify_job_finished
+
+    try:
+        notify_job_finished(get_context(), job_id)
+    except Exception as exc:  # a notification problem must not fail a finished job
+        log.warning("could not queue webhooks for job %s: %s", job_id, exc)
 
 
 def _give_up(job_id: str, exc: Exception) -> None:

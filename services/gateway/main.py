@@ -19,6 +19,7 @@ from services.gateway.api.routes import (
     jobs,
     recommendations,
     tagging,
+    webhooks,
 )
 from shared.config import GatewaySettings, WorkerSettings, gateway_settings
 from shared.db.session import get_sessionmaker
@@ -69,6 +70,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(recommendations.router)
     app.include_router(tagging.router)
     app.include_router(generation.router)
+    app.include_router(webhooks.router)
     return app
 
 
