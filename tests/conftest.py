@@ -95,8 +95,8 @@ class Stack:
         env.update(extra)
         return env
 
-    def gateway_settings(self, **overrides: object) -> GatewaySettings:
-        values: dict[str, object] = {
+    def _values(self, overrides: dict[str, object]) -> dict[str, object]:
+        return {
             "environment": "test",
             "database_url": self.db_url,
             "redis_url": self.redis_url,
@@ -104,18 +104,12 @@ class Stack:
             "models_dir": self.models_dir,
             **overrides,
         }
-        return GatewaySettings(**values)  # type: ignore[arg-type]
+
+    def gateway_settings(self, **overrides: object) -> GatewaySettings:
+        return GatewaySettings(**self._values(overrides))  # type: ignore[arg-type]
 
     def worker_settings(self, **overrides: object) -> WorkerSettings:
-        values: dict[str, object] = {
-            "environment": "test",
-            "database_url": self.db_url,
-            "redis_url": self.redis_url,
-            "storage_url": f"file://{self.storage_dir}",
-            "models_dir": self.models_dir,
-            **overrides,
-        }
-        return WorkerSettings(**values)  # type: ignore[arg-type]
+        return WorkerSettings(**self._values(overrides))  # type: ignore[arg-type]
 
     def new_key(self, scopes: tuple[str, ...] = ("read", "write")) -> tuple[str, str]:
         """A fresh tenant per test keeps tests independent of each other's rows."""
