@@ -119,6 +119,14 @@ class Stack:
             return tenant.id, key
 
 
+BUNDLED_MODELS = (
+    "image_tagger",
+    "image_tagger_int8",
+    "text_embedder",
+    "text_embedder_int8",
+    "text_generator",
+    "image_generator",
+)
 _REDIS_DB = {"sqlite": 14, "postgresql": 15}
 
 
@@ -129,12 +137,17 @@ def stack(
     db_url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
     redis_url = f"{REDIS_SERVER}/{_REDIS_DB[request.param]}"
     redis.Redis.from_url(redis_url).flushdb()
+    # Tenant models trained by tests go to a private directory; the bundled ones are linked in.
+    private_models = tmp_path_factory.mktemp(f"models-{request.param}")
+    for name in BUNDLED_MODELS:
+        if (models_dir / name).is_dir():
+            (private_models / name).symlink_to((models_dir / name).resolve())
     return Stack(
         name=request.param,
         db_url=db_url,
         redis_url=redis_url,
         storage_dir=tmp_path_factory.mktemp(f"blobs-{request.param}"),
-        models_dir=models_dir,
+        models_dir=private_models,
     )
 
 
