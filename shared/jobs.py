@@ -137,6 +137,9 @@ def finish(
     result: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> None:
+    # Progress reports write partial results from other sessions: merge onto the stored ones.
+    session.flush()
+    session.refresh(job, attribute_names=["result"])
     job.status = status
     if result is not None:
         job.result = {**(job.result or {}), **result}

@@ -233,3 +233,12 @@ def test_frechet_distance() -> None:
     a = rng.standard_normal((400, 8))
     assert gan.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     assert gan.frechet_distance(a, a + 2.0) == pytest.approx(4.0 * 8, rel=1e-6)
+
+
+def test_corpus_smaller_than_one_batch_still_trains(tmp_path: Path) -> None:
+    from workers.training.rnn import RNNConfig, _batches_for_epoch
+
+    cfg = RNNConfig(seq_len=16, batch_size=32)
+    batches = _batches_for_epoch(200, cfg, epoch=0)
+    assert batches.shape == (1, 32)
+    assert batches.max() <= 200 - (cfg.seq_len + 1)

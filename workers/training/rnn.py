@@ -222,6 +222,9 @@ def _batches_for_epoch(n_bytes: int, cfg: RNNConfig, epoch: int) -> np.ndarray:
     if len(starts) == 0:
         starts = np.array([0])
     rng.shuffle(starts)
+    if len(starts) < cfg.batch_size:
+        # A corpus smaller than one batch: fill the batch by drawing windows again.
+        starts = rng.choice(starts, size=cfg.batch_size, replace=True)
     n_batches = max(1, len(starts) // cfg.batch_size)
     return starts[: n_batches * cfg.batch_size].reshape(n_batches, cfg.batch_size)
 
