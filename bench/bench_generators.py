@@ -31,22 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_model
 from shared.inference.session import create_session
 from workers.generation.image import ImageGenerator
 from workers.generation.text import TextGenerator
 from workers.training import gan, rnn
 from workers.training.build.image_generator import openmoji_svgs
 from workers.training.build.text_generator import load_fortunes
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

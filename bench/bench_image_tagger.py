@@ -27,21 +27,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_model
 from shared.inference.session import create_session
 from workers.tagging.image import ImageTagger, preprocess_image
 from workers.training.build import image_tagger as builder
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def jpeg_photos(n: int) -> list[bytes]:

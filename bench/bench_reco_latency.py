@@ -33,6 +33,7 @@ import scipy
 import uvicorn
 from threadpoolctl import threadpool_limits
 
+from bench.machine import cpu_model
 from bench.synthetic_interactions import EVENT_TYPES, generate
 from services.gateway.interactions import ingest
 from services.recommender.ranking.data import build_matrix
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     proc: subprocess.Popen[bytes] | None = None
     try:
         print(
-            f"{platform.machine()} {os.cpu_count()} cpus ({_cpu_model()}), "
+            f"{platform.machine()} {os.cpu_count()} cpus ({cpu_model()}), "
             f"Python {platform.python_version()}, numpy {np.__version__}, scipy "
             f"{scipy.__version__}, implicit {implicit.__version__}, fastapi "
             f"{fastapi.__version__}, uvicorn {uvicorn.__version__}, PostgreSQL {pg_version}"
@@ -225,16 +226,6 @@ def main(argv: list[str] | None = None) -> None:
         get_engine(url).dispose()
         with psycopg.connect(_libpq(args.pg), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown cpu"
 
 
 if __name__ == "__main__":

@@ -35,20 +35,11 @@ import tokenizers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_model
 from shared.inference.registry import ModelRegistry
 from shared.inference.session import create_session
 from workers.tagging.text import TextEmbedder, pad_batch
 from workers.training.build import text_embedder as builder
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:
