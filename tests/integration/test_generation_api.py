@@ -68,7 +68,11 @@ def test_tenant_text_generator_trains_and_generates_deterministically(
     assert again.json()["result"]["texts"] == texts
 
     models = client.get("/v1/models", params={"kind": "text_generator"}, headers=auth(key))
-    assert models.status_code == 200
+    own = [m for m in models.json()["items"] if m["scope"] == "tenant"]
+    assert [(m["name"].split("__")[0], m["active"]) for m in own] == [("text_generator", True)]
+    _, other = stack.new_key()
+    theirs = client.get("/v1/models", params={"kind": "text_generator"}, headers=auth(other))
+    assert not any("__" in m["name"] for m in theirs.json()["items"])
 
 
 def test_generation_requests_are_validated(client: TestClient, stack: Stack) -> None:

@@ -504,7 +504,8 @@ def list_models(
     names = sorted(
         d.name
         for d in (base.iterdir() if base.is_dir() else [])
-        if d.is_dir() and not d.name.startswith((".", TENANT_MODEL_PREFIX))
+        # Tenant-owned models (taggers, `<base>__<tenant id>` generators) come from SQL below.
+        if d.is_dir() and not d.name.startswith((".", TENANT_MODEL_PREFIX)) and "__" not in d.name
     )
     for name in names:
         current = active_version(base, name)
