@@ -1,12 +1,33 @@
-"""End to end tagging throughput through HTTP next to raw onnxruntime, on one machine.
+"""Tagging throughput, side by side in one run: raw ORT, the worker function, end to end, torch.
 
-    python bench/bench_tagging_e2e.py [--texts 64] [--images 32] [--redis redis://127.0.0.1:6379/13]
+    python bench/bench_tagging_e2e.py [--texts 64] [--images 32] [--repeats 3] [--scales 1,3]
+        [--redis redis://127.0.0.1:6379/13]
 
-"e2e" is wall time from the batch upload (``POST /v1/content:batch``) until the tagging job has
-stored every tag, with a real Celery worker process (one process, one ORT thread) on a throw-away
-SQLite database; "raw ORT" is ``session.run`` on the same items already preprocessed (texts
-tokenised, sorted and padded; images decoded, resized and normalised) at the same batch size.
-The worker is warmed up with one batch first, so model loading is not counted.
+For texts and for images, every repeat runs each path once, in turn, so that load from other
+processes on a shared machine falls on every path alike; figures are items/s, median (min-max).
+
+- "raw ORT": ``session.run`` on inputs already preprocessed, at the worker's batch size (32) and
+  one intra-op thread. Texts: the documents' token windows (as ``embed_documents`` cuts them),
+  length-sorted and padded; a second row adds the batch's distinct keyphrase candidates, which
+  the text tagger also embeds, so it is the model work one tagging job really does. Images:
+  decoded, resized and normalised pixels.
+- "torch eager": the same model in PyTorch on the same inputs (documents / pixels), when torch is
+  installed (the ``train`` extra).
+- "worker fn": ``workers.tagging.pipeline.tag_items`` called in this process on fresh rows of a
+  throw-away SQLite database (read blobs, decode, thumbnail, pHash, near-duplicates, inference,
+  tags and embeddings stored).
+- "end to end": wall time from the batch upload (``POST /v1/content:batch``) until the job has
+  stored every tag, with a real Celery worker process (one process, one ORT thread); "upload" is
+  the part spent in the POST itself, and a line below splits the rest (queue pickup, job run,
+  client noticing). "batches in flight" posts several batches back to back and waits for all:
+  the gateway and the worker are separate processes, so upload and tagging overlap, as in a
+  bulk import. The worker is warmed up first, so model loading is not counted.
+
+Texts are unique sentences, sentence pairs and paragraphs from scikit-learn's bundled dataset
+descriptions (as in ``bench_text_tagger.py``): repeated texts would flatter anything that shares
+work across identical inputs. Photos are scikit-image's, each copy cropped differently, encoded
+as JPEG q90, at their own size (300-640 px) and at each of ``--scales`` (3: ~1500 px, closer to
+CMS uploads).
 """
 
 from __future__ import annotations
@@ -18,11 +39,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import io
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,38 +55,42 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_text_tagger import corpus  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 
 from services.gateway.main import create_app  # noqa: E402
 from shared.auth import create_api_key, create_tenant  # noqa: E402
-from shared.config import GatewaySettings  # noqa: E402
+from shared.config import GatewaySettings, WorkerSettings  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
+from shared.db.models import Asset, ContentItem, ContentKind  # noqa: E402
 from shared.db.session import session_scope  # noqa: E402
-from shared.inference.registry import ModelRegistry  # noqa: E402
+from workers.context import WorkerContext  # noqa: E402
 from workers.tagging.image import ImageTagger  # noqa: E402
-from workers.tagging.text import TextEmbedder, pad_batch  # noqa: E402
+from workers.tagging.pipeline import tag_items  # noqa: E402
+from workers.tagging.text import (  # noqa: E402
+    MAX_DOCUMENT_CHUNKS,
+    TextEmbedder,
+    keyphrase_candidates,
+    pad_batch,
+)
 
-TEXTS = [
-    "Whisk eggs with sugar, fold in flour and bake the sponge cake for thirty minutes.",
-    "We took the night train to Vienna and wandered the old town at dawn.",
-    "The central bank raised interest rates again to slow inflation this quarter.",
-    "The striker scored twice in the second half and the team won the league.",
-    "A new smartphone with a folding screen and a faster chip went on sale today.",
-    "Volunteers planted a thousand trees along the river to restore the wetland.",
-    "The orchestra opened the season with a Mahler symphony and a new violin concerto.",
-    "Researchers found that regular walking lowers blood pressure in older adults.",
-]
+BATCH = 32
+IN_FLIGHT = 3
 
 
-def _photos(n: int) -> list[bytes]:
+def _photos(n: int, scale: int) -> list[bytes]:
     from skimage import data
 
     base = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
     out = []
     for i in range(n):
         im = Image.fromarray(base[i % len(base)])
+        if scale != 1:
+            im = im.resize((im.width * scale, im.height * scale), Image.Resampling.BICUBIC)
         # A different crop per copy, so the pHash/duplicate path sees distinct images.
         w, h = im.size
         im = im.crop((i % 7, i % 5, w - i % 3, h - i % 4))
@@ -71,14 +100,72 @@ def _photos(n: int) -> list[bytes]:
     return out
 
 
+def _batches(seqs: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    seqs = sorted(seqs, key=len)
+    return [pad_batch(seqs[i : i + BATCH]) for i in range(0, len(seqs), BATCH)]
+
+
+def _document_windows(embedder: TextEmbedder, texts: list[str]) -> list[list[int]]:
+    """The token windows ``embed_documents`` runs for these texts."""
+    windows = []
+    for enc in embedder.tokenizer.encode_batch(texts):
+        windows += [part.ids for part in [enc, *enc.overflowing][:MAX_DOCUMENT_CHUNKS]]
+    return windows
+
+
+def _timestamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
 def _wait(client: TestClient, key: str, job_id: str, timeout: float = 600) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
+        # Each poll costs the gateway ~2.6 ms of CPU, which a busy 2-core machine takes from the
+        # worker; 50 ms adds ~25 ms on average to a 1-3 s job.
         time.sleep(0.05)
     raise TimeoutError(job_id)
+
+
+class Timings:
+    def __init__(self) -> None:
+        self.rates: dict[str, list[float]] = {}
+
+    def add(self, name: str, n: int, seconds: float) -> None:
+        self.rates.setdefault(name, []).append(n / seconds)
+
+    def timed(self, name: str, n: int, fn: Callable[[], object]) -> None:
+        t0 = time.perf_counter()
+        fn()
+        self.add(name, n, time.perf_counter() - t0)
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.rates[name]) if name in self.rates else float("nan")
+
+    def row(self, name: str, ref: float) -> str:
+        v = self.rates.get(name)
+        if not v:
+            return f"  {name:<50s} {'-':>8s}"
+        med = statistics.median(v)
+        return f"  {name:<50s} {med:8.1f}  ({min(v):6.1f}-{max(v):6.1f})  {med / ref:6.2f}x raw ORT"
+
+
+@contextmanager
+def _celery_worker(env: dict[str, str], log_path: str) -> Iterator[None]:
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
+             "tagging", "-c", "1", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip",
+             "--without-mingle", "--without-heartbeat"],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,29 +174,114 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     p.add_argument("--texts", type=int, default=64)
     p.add_argument("--images", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--scales", default="1,3", help="photo upscaling factors, comma-separated")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager rows")
     args = p.parse_args(argv)
     models_dir = Path(args.models_dir).resolve()
-    texts = [f"{TEXTS[i % len(TEXTS)]} (note {i})" for i in range(args.texts)]
-    photos = _photos(args.images)
-
-    # Raw ORT on preprocessed inputs, same batch sizes as the worker uses for one job.
-    reg = ModelRegistry(models_dir, threads=1)
-    embedder = reg.get("text_embedder", TextEmbedder)
-    tagger = reg.get("image_tagger", ImageTagger)
-    seqs = sorted(embedder.tokenize(texts), key=len)
-    batches = [pad_batch(seqs[i : i + 32]) for i in range(0, len(seqs), 32)]
-    t0 = time.perf_counter()
-    for ids, mask in batches:
-        embedder._run(ids, mask)
-    raw_text = len(texts) / (time.perf_counter() - t0)
-    pixels = np.stack([tagger.preprocess(Image.open(io.BytesIO(b))) for b in photos])
-    t0 = time.perf_counter()
-    tagger._run(pixels, ["logits", "embedding"])
-    raw_image = len(photos) / (time.perf_counter() - t0)
+    scales = [int(s) for s in args.scales.split(",") if s.strip()]
+    # A disjoint slice of texts per repeat (and for warm-up), so nothing is tagged twice.
+    pool = corpus(args.texts * (args.repeats + 1))
+    text_sets = [pool[i * args.texts : (i + 1) * args.texts] for i in range(args.repeats + 1)]
+    photos = {s: _photos(args.images, s) for s in scales}
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{tmp}/bench.db"
         upgrade(db)
+        common = dict(
+            environment="test",
+            database_url=db,
+            redis_url=args.redis,
+            storage_url=f"file://{tmp}/blobs",
+            models_dir=models_dir,
+        )
+        settings = GatewaySettings(**common)
+        ctx = WorkerContext(settings=WorkerSettings(**common, ort_threads=1))
+        embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
+        tagger = ctx.registry.get(ctx.settings.image_model, ImageTagger)
+
+        # --- inputs for the raw and torch rows, prepared once per text set / photo set -------
+        doc_batches = [_batches(_document_windows(embedder, ts)) for ts in text_sets]
+        # The distinct candidates of each set: what the text tagger embeds besides the documents.
+        cand_batches = [
+            _batches(
+                embedder.tokenize(
+                    list(dict.fromkeys(c for t in ts for c in keyphrase_candidates(t)))
+                )
+            )
+            for ts in text_sets
+        ]
+        pixels = {
+            s: np.stack([tagger.preprocess(Image.open(io.BytesIO(b))) for b in photos[s]])
+            for s in scales
+        }
+
+        torch_text: Callable[[int], None] | None = None
+        torch_image: Callable[[int], None] | None = None
+        torch_version = "not installed"
+        if not args.no_torch:
+            try:
+                import torch
+            except ImportError:
+                torch = None  # type: ignore[assignment]
+            if torch is not None:
+                from workers.training.build.text_embedder import load_torch_model
+                from workers.training.efficientnet_lite import load_pretrained
+
+                torch.set_num_threads(1)
+                torch_version = torch.__version__
+                text_net, image_net = load_torch_model(), load_pretrained()
+
+                def torch_text(k: int) -> None:
+                    with torch.inference_mode():
+                        for ids, mask in doc_batches[k]:
+                            text_net(torch.from_numpy(ids), torch.from_numpy(mask))
+
+                def torch_image(scale: int) -> None:
+                    with torch.inference_mode():
+                        for i in range(0, len(pixels[scale]), BATCH):
+                            image_net(torch.from_numpy(pixels[scale][i : i + BATCH]))
+
+        def raw_text(batches: list[tuple[np.ndarray, np.ndarray]]) -> None:
+            for ids, mask in batches:
+                embedder._run(ids, mask)
+
+        def raw_image(scale: int) -> None:
+            for i in range(0, len(pixels[scale]), BATCH):
+                tagger._run(pixels[scale][i : i + BATCH], ["logits", "embedding"])
+
+        with session_scope(settings.sqlalchemy_url) as s:
+            tenant = create_tenant(s, name=f"bench-{uuid.uuid4().hex[:8]}")
+            _, key = create_api_key(s, tenant_id=tenant.id, scopes=["read", "write"])
+            fn_tenant = create_tenant(s, name=f"bench-fn-{uuid.uuid4().hex[:8]}").id
+
+        def worker_fn(texts: list[str] | None = None, blobs: list[bytes] | None = None) -> float:
+            """Seconds ``tag_items`` takes on fresh rows (creating them is not timed)."""
+            with ctx.session() as s:
+                items = []
+                for t in texts or []:
+                    items.append(ContentItem(tenant_id=fn_tenant, kind=ContentKind.text, text=t))
+                for b in blobs or []:
+                    blob = ctx.storage.put_bytes(b)
+                    w, h = Image.open(io.BytesIO(b)).size
+                    item = ContentItem(tenant_id=fn_tenant, kind=ContentKind.image)
+                    item.assets.append(
+                        Asset(role="original", storage_key=blob.key, sha256=blob.sha256,
+                              mime_type="image/jpeg", byte_size=blob.size, width=w, height=h)
+                    )  # fmt: skip
+                    items.append(item)
+                s.add_all(items)
+                s.commit()
+                ids = [i.id for i in items]
+            with ctx.session() as s:
+                rows = s.scalars(select(ContentItem).where(ContentItem.id.in_(ids))).all()
+                order = {cid: i for i, cid in enumerate(ids)}
+                rows = sorted(rows, key=lambda it: order[it.id])
+                t0 = time.perf_counter()
+                tag_items(ctx, s, rows)
+                return time.perf_counter() - t0
+
         env = dict(os.environ)
         env.update(
             ATELIER_ENVIRONMENT="test",
@@ -118,55 +290,126 @@ def main(argv: list[str] | None = None) -> int:
             ATELIER_STORAGE_URL=f"file://{tmp}/blobs",
             ATELIER_MODELS_DIR=str(models_dir),
         )
-        settings = GatewaySettings(
-            environment="test",
-            database_url=db,
-            redis_url=args.redis,
-            storage_url=f"file://{tmp}/blobs",
-            models_dir=models_dir,
-        )
-        with session_scope(settings.sqlalchemy_url) as s:
-            tenant = create_tenant(s, name=f"bench-{uuid.uuid4().hex[:8]}")
-            _, key = create_api_key(s, tenant_id=tenant.id, scopes=["read", "write"])
-        log = open(f"{tmp}/worker.log", "wb")  # noqa: SIM115
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
-             "tagging", "-c", "1", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip",
-             "--without-mingle", "--without-heartbeat"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            headers = {"Authorization": f"Bearer {key}"}
-            with TestClient(create_app(settings)) as client:
+        t = Timings()
+        # Per single-batch e2e run: (POST answered -> job started, job run, finished -> seen).
+        phases: dict[str, list[tuple[float, float, float]]] = {}
+        headers = {"Authorization": f"Bearer {key}"}
+        with _celery_worker(env, f"{tmp}/worker.log"), TestClient(create_app(settings)) as client:
 
-                def run_texts() -> float:
-                    t = time.perf_counter()
-                    r = client.post(
-                        "/v1/content:batch",
-                        headers=headers,
-                        json={"items": [{"text": x} for x in texts]},
-                    )
-                    assert _wait(client, key, r.json()["job_id"])["status"] == "succeeded"
-                    return len(texts) / (time.perf_counter() - t)
+            def e2e(name: str, n: int, **kwargs: Any) -> None:
+                t0 = time.perf_counter()
+                r = client.post("/v1/content:batch", headers=headers, **kwargs)
+                posted = time.time()
+                t.add(f"{name}: upload (POST only)", n, time.perf_counter() - t0)
+                assert r.status_code == 202, r.text
+                job = _wait(client, key, r.json()["job_id"])
+                seen = time.time()
+                assert job["status"] == "succeeded", job
+                t.add(f"{name}: end to end (HTTP -> tags stored)", n, time.perf_counter() - t0)
+                started = _timestamp(job["started_at"])
+                finished = _timestamp(job["finished_at"])
+                phases.setdefault(name, []).append(
+                    (started - posted, finished - started, seen - finished)
+                )
 
-                def run_images() -> float:
-                    t = time.perf_counter()
-                    files = [("file", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(photos)]
-                    r = client.post("/v1/content:batch", headers=headers, files=files)
-                    assert _wait(client, key, r.json()["job_id"])["status"] == "succeeded"
-                    return len(photos) / (time.perf_counter() - t)
+            def e2e_in_flight(name: str, n: int, payloads: list[dict[str, Any]]) -> None:
+                """Batches posted back to back, then awaited: upload and tagging overlap (the
+                gateway and the worker are separate processes), as in a bulk import."""
+                t0 = time.perf_counter()
+                jobs = []
+                for kwargs in payloads:
+                    r = client.post("/v1/content:batch", headers=headers, **kwargs)
+                    assert r.status_code == 202, r.text
+                    jobs.append(r.json()["job_id"])
+                for job_id in jobs:
+                    assert _wait(client, key, job_id)["status"] == "succeeded"
+                label = f"{name}: end to end, {len(payloads)} batches in flight"
+                t.add(label, n * len(payloads), time.perf_counter() - t0)
 
-                run_texts()  # warm-up: the worker loads its models on the first job
-                run_images()
-                e2e_text, e2e_image = run_texts(), run_images()
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
-            log.close()
+            def image_files(scale: int) -> list[Any]:
+                return [
+                    ("file", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(photos[scale])
+                ]
 
-    print(f"{'path':8s} {'raw ORT/s':>10s} {'e2e/s':>8s} {'e2e/raw':>8s}")
-    print(f"{'texts':8s} {raw_text:10.1f} {e2e_text:8.1f} {e2e_text / raw_text:8.2f}")
-    print(f"{'images':8s} {raw_image:10.1f} {e2e_image:8.1f} {e2e_image / raw_image:8.2f}")
+            # Warm-up on text set 0: model loading, first-run allocations, the worker's imports.
+            e2e("warm-up", args.texts, json={"items": [{"text": x} for x in text_sets[0]]})
+            worker_fn(texts=text_sets[0])
+            for scale in scales:
+                e2e("warm-up", args.images, files=image_files(scale))
+                worker_fn(blobs=photos[scale])
+                raw_image(scale)
+                if torch_image is not None:
+                    torch_image(scale)
+            raw_text(doc_batches[0])
+            if torch_text is not None:
+                torch_text(0)
+
+            for k in range(1, args.repeats + 1):
+                n = args.texts
+                t.timed("texts: raw ORT (documents)", n, lambda k=k: raw_text(doc_batches[k]))
+                t.timed(
+                    "texts: raw ORT (documents + distinct candidates)",
+                    n,
+                    lambda k=k: (raw_text(doc_batches[k]), raw_text(cand_batches[k])),
+                )
+                if torch_text is not None:
+                    t.timed("texts: torch eager (documents)", n, lambda k=k: torch_text(k))
+                t.add("texts: worker fn (tag_items)", n, worker_fn(texts=text_sets[k]))
+                e2e("texts", n, json={"items": [{"text": x} for x in text_sets[k]]})
+                in_flight = [{"json": {"items": [{"text": x} for x in ts]}} for ts in text_sets[1:]]
+                e2e_in_flight("texts", n, in_flight)
+                for scale in scales:
+                    m, tag = args.images, f"images x{scale}"
+                    t.timed(f"{tag}: raw ORT", m, lambda s=scale: raw_image(s))
+                    if torch_image is not None:
+                        t.timed(f"{tag}: torch eager", m, lambda s=scale: torch_image(s))
+                    t.add(f"{tag}: worker fn (tag_items)", m, worker_fn(blobs=photos[scale]))
+                    e2e(tag, m, files=image_files(scale))
+                    e2e_in_flight(tag, m, [{"files": image_files(scale)}] * IN_FLIGHT)
+
+    load_after = os.getloadavg()
+    lengths = [len(w) for w in _document_windows(embedder, text_sets[1])]
+    n_cands = sum(len(keyphrase_candidates(x)) for x in text_sets[1])
+    n_distinct = len({c for x in text_sets[1] for c in keyphrase_candidates(x)})
+    print(
+        f"{os.cpu_count()} logical cores, load avg {load_before[0]:.1f} before / "
+        f"{load_after[0]:.1f} after; torch {torch_version}; 1 ORT thread, batch {BATCH}, "
+        f"median of {args.repeats} repeats (min-max), items/s"
+    )
+    print(
+        f"texts: {args.texts} unique per repeat, {len(lengths)} windows, tokens/window median "
+        f"{int(np.median(lengths))} max {max(lengths)}, {n_cands} keyphrase candidates "
+        f"({n_distinct} distinct); model {embedder.ref}"
+    )
+
+    def print_phases(name: str) -> None:
+        rows = phases.get(name)
+        if rows:
+            pick, run, seen = (statistics.median(col) * 1000 for col in zip(*rows, strict=True))
+            print(
+                f"  single batch, median ms: POST answered -> job started {pick:.0f}, "
+                f"job run {run:.0f}, job finished -> seen by the client {seen:.0f}"
+            )
+
+    ref = t.median("texts: raw ORT (documents)")
+    for name in t.rates:
+        if name.startswith("texts"):
+            print(t.row(name, ref))
+    full = t.median("texts: raw ORT (documents + distinct candidates)")
+    e2e_text = t.median("texts: end to end (HTTP -> tags stored)")
+    print(f"  end to end / raw ORT incl. candidates: {e2e_text / full:.2f}")
+    print_phases("texts")
+    eager = t.median("texts: torch eager (documents)")
+    print(f"  raw ORT / torch eager (documents): {ref / eager:.2f}")
+    for scale in scales:
+        sizes = sorted({Image.open(io.BytesIO(b)).size for b in photos[scale]})
+        print(f"images x{scale}: {args.images} JPEG q90, {sizes[0]}..{sizes[-1]}; {tagger.ref}")
+        ref = t.median(f"images x{scale}: raw ORT")
+        for name in t.rates:
+            if name.startswith(f"images x{scale}:"):
+                print(t.row(name, ref))
+        print(f"  raw ORT / torch eager: {ref / t.median(f'images x{scale}: torch eager'):.2f}")
+        print_phases(f"images x{scale}")
     return 0
 
 

@@ -3,10 +3,43 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import imagehash
+import numpy as np
 from PIL import Image, ImageOps
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
+
+
+def decode_image(
+    f: BinaryIO | bytes, *, min_size: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode once for tagging: ``(RGB image, original (width, height) as displayed)``.
+
+    With ``min_size``, a JPEG decodes in draft mode: libjpeg scales by 1/2, 1/4 or 1/8 inside
+    the DCT, to the smallest size that keeps both sides >= ``min_size``, so a 4000 px photo
+    needed only as a 256 px thumbnail and a 224 px model input costs a fraction of a full
+    decode. The original size comes from the header, before draft changes it. Corrupt data
+    still fails here (every entropy-coded byte is read). Other formats decode fully.
+    """
+    if isinstance(f, bytes):
+        f = io.BytesIO(f)
+    # No ``with``: closing the image would invalidate it, and open_image's way around that
+    # (a copy made by exif_transpose) costs a full-size copy. The caller owns ``f``.
+    im = Image.open(f)
+    orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+    width, height = im.size
+    if orientation in _TRANSPOSED:
+        width, height = height, width
+    if min_size and im.format == "JPEG":
+        im.draft("RGB", (min_size, min_size))
+    im.load()
+    if orientation in range(2, 9):
+        im = ImageOps.exif_transpose(im)
+    return to_rgb(im), (width, height)
 
 
 def open_image(f: BinaryIO | bytes) -> Image.Image:
@@ -36,9 +69,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 def thumbnail_webp(im: Image.Image, size: int) -> tuple[bytes, int, int]:
     thumb = im.copy()
-    thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    # reducing_gap 1: a box reduce by the integer factor, then Lanczos. Half the time of plain
+    # Lanczos from 2x+ the size; 41-50 dB PSNR to it on scikit-image photos, far below what
+    # WebP q80 changes anyway.
+    thumb.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=1.0)
     buf = io.BytesIO()
-    thumb.save(buf, format="WEBP", quality=80, method=4)
+    # method 2: half the encode time of 4 (the old setting) for ~4% more bytes at 256 px.
+    thumb.save(buf, format="WEBP", quality=80, method=2)
     return buf.getvalue(), thumb.width, thumb.height
 
 
@@ -49,3 +86,22 @@ def perceptual_hash(im: Image.Image) -> str:
 
 def hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def hash_array(hashes: Sequence[str]) -> np.ndarray:
+    """16-hex-digit pHashes as uint64, for :func:`hamming_many`."""
+    return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+
+
+def hamming_many(a: str, hashes: np.ndarray) -> np.ndarray:
+    """Hamming distance from ``a`` to each of ``hashes`` (from :func:`hash_array`), vectorised:
+    a tenant can hold hundreds of thousands of images, too many for a Python loop per item."""
+    return _popcount(hashes ^ np.uint64(int(a, 16)))
+
+
+def _popcount_bytes(x: np.ndarray) -> np.ndarray:
+    return np.unpackbits(x.view(np.uint8)).reshape(len(x), 64).sum(axis=1)
+
+
+# np.bitwise_count is numpy >= 2.0; the project still allows 1.26.
+_popcount = getattr(np, "bitwise_count", _popcount_bytes)

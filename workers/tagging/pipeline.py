@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, inspect, or_, select
+from sqlalchemy.orm import Session, selectinload
 
 from shared.db.models import (
     Asset,
@@ -21,7 +22,13 @@ from shared.db.models import (
     VocabularyEntry,
 )
 from workers.context import WorkerContext
-from workers.tagging.imaging import hamming, open_image, perceptual_hash, thumbnail_webp
+from workers.tagging.imaging import (
+    decode_image,
+    hamming_many,
+    hash_array,
+    perceptual_hash,
+    thumbnail_webp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,50 +58,130 @@ def mark_content_failed(session: Session, content_id: str) -> None:
 
 def prepare_image(ctx: WorkerContext, session: Session, item: ContentItem) -> Any | None:
     """Decode the original, store size, thumbnail and pHash, and flag near-duplicates."""
-    original = next((a for a in item.assets if a.role == "original"), None)
-    if original is None:
-        return None
-    with ctx.storage.open(original.storage_key) as f:
-        image = open_image(f)
-    original.width, original.height = image.size
-    if not any(a.role == "thumbnail" for a in item.assets):
-        data, w, h = thumbnail_webp(image, ctx.settings.thumbnail_size)
-        blob = ctx.storage.put_bytes(data)
-        item.assets.append(
-            Asset(
-                role="thumbnail",
-                storage_key=blob.key,
-                sha256=blob.sha256,
-                mime_type="image/webp",
-                byte_size=blob.size,
-                width=w,
-                height=h,
+    return prepare_images(ctx, session, [item])[0]
+
+
+def prepare_images(
+    ctx: WorkerContext, session: Session, items: Sequence[ContentItem]
+) -> list[Any | None]:
+    """:func:`prepare_image` for many items, with one near-duplicate query for all of them.
+
+    Each original is decoded once, in JPEG draft mode at the smallest DCT scale that still
+    serves the thumbnail and the tagger's input (``decode_image``); the thumbnail, the pHash
+    and (returned) the tagger's input all come from that one image. Items without an original
+    give ``None``.
+    """
+    if not items:
+        return []
+    # Read before any pHash below changes: the scan needs the old values (_DuplicateScan).
+    scan = _DuplicateScan.load(session, items)
+    _load_assets(session, items)
+    # The tagger resizes the shorter side to RESIZE_SIZE; the thumbnail fits its longer side
+    # in thumbnail_size. Draft keeps both sides >= the larger of the two.
+    from workers.tagging.image import RESIZE_SIZE
+
+    need = max(ctx.settings.thumbnail_size, RESIZE_SIZE)
+    out: list[Any | None] = []
+    for item in items:
+        original = next((a for a in item.assets if a.role == "original"), None)
+        if original is None:
+            out.append(None)
+            continue
+        with ctx.storage.open(original.storage_key) as f:
+            image, (original.width, original.height) = decode_image(f, min_size=need)
+        if not any(a.role == "thumbnail" for a in item.assets):
+            data, w, h = thumbnail_webp(image, ctx.settings.thumbnail_size)
+            blob = ctx.storage.put_bytes(data)
+            item.assets.append(
+                Asset(
+                    role="thumbnail",
+                    storage_key=blob.key,
+                    sha256=blob.sha256,
+                    mime_type="image/webp",
+                    byte_size=blob.size,
+                    width=w,
+                    height=h,
+                )
             )
-        )
-    item.phash = perceptual_hash(image)
-    item.duplicate_of = find_near_duplicate(
-        session, item, max_distance=ctx.settings.phash_max_distance
-    )
-    return image
+        item.phash = perceptual_hash(image)
+        item.duplicate_of = scan.match(item, max_distance=ctx.settings.phash_max_distance)
+        out.append(image)
+    return out
+
+
+def _load_assets(session: Session, items: Sequence[ContentItem]) -> None:
+    """Load every item's assets with one query, not one lazy load (and autoflush) per item."""
+    ids = [it.id for it in items if it.id is not None and "assets" in inspect(it).unloaded]
+    if ids:
+        session.scalars(
+            select(ContentItem)
+            .where(ContentItem.id.in_(ids))
+            .options(selectinload(ContentItem.assets))
+        ).all()
 
 
 def find_near_duplicate(session: Session, item: ContentItem, *, max_distance: int) -> str | None:
     """The oldest other item of the tenant whose pHash is within ``max_distance`` bits."""
     if item.phash is None:
         return None
-    rows = session.execute(
-        select(ContentItem.id, ContentItem.phash, ContentItem.duplicate_of)
-        .where(
-            ContentItem.tenant_id == item.tenant_id,
-            ContentItem.id != item.id,
-            ContentItem.phash.is_not(None),
+    return _DuplicateScan.load(session, [item]).match(item, max_distance=max_distance)
+
+
+class _DuplicateScan:
+    """The tenant's pHashes, read once per batch, answering as one query per item would.
+
+    Items are matched in the order :meth:`match` is called; an item of the batch that was
+    matched already counts with its new pHash and duplicate_of, one not yet matched with what
+    the database held (as when each item flushed and queried in turn). Rows are in age order,
+    so the first hit is the oldest.
+    """
+
+    def __init__(self, rows: Sequence[Any]) -> None:
+        self.ids = [r.id for r in rows]
+        self.tenants = np.array([r.tenant_id for r in rows], dtype=object)
+        self.canonical = [r.duplicate_of or r.id for r in rows]
+        self.valid = np.array([r.phash is not None for r in rows], dtype=bool)
+        self.hashes = hash_array([r.phash or "0" for r in rows])
+        self.row = {cid: i for i, cid in enumerate(self.ids)}
+
+    @classmethod
+    def load(cls, session: Session, items: Sequence[ContentItem]) -> _DuplicateScan:
+        tenants = {it.tenant_id for it in items}
+        ids = [it.id for it in items if it.id is not None]
+        rows = session.execute(
+            select(
+                ContentItem.id,
+                ContentItem.tenant_id,
+                ContentItem.phash,
+                ContentItem.duplicate_of,
+            )
+            .where(
+                ContentItem.tenant_id.in_(tenants),
+                or_(ContentItem.phash.is_not(None), ContentItem.id.in_(ids)),
+            )
+            .order_by(ContentItem.created_at, ContentItem.id)
+        ).all()
+        return cls(rows)
+
+    def match(self, item: ContentItem, *, max_distance: int) -> str | None:
+        if item.phash is None:
+            return None
+        hit = self.valid & (self.tenants == item.tenant_id)
+        hit &= hamming_many(item.phash, self.hashes) <= max_distance
+        own = self.row.get(item.id)
+        if own is not None:
+            hit[own] = False
+        # An item that is already a duplicate of this one does not make this one a duplicate
+        # (re-tagging an original would otherwise point it at itself).
+        found = next(
+            (self.canonical[i] for i in np.flatnonzero(hit) if self.canonical[i] != item.id),
+            None,
         )
-        .order_by(ContentItem.created_at, ContentItem.id)
-    ).all()
-    for cid, ph, dup_of in rows:
-        if hamming(item.phash, ph) <= max_distance:
-            return dup_of or cid
-    return None
+        if own is not None:
+            self.hashes[own] = int(item.phash, 16)
+            self.valid[own] = True
+            self.canonical[own] = found or item.id
+        return found
 
 
 def item_text(item: ContentItem) -> str | None:
@@ -168,10 +255,11 @@ def load_vocabulary(session: Session, tenant_id: str) -> list[Any]:
 
 def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) -> dict[str, Any]:
     """Tag many items with batched inference: one model call per modality, not one per item."""
-    prepared: list[Prepared] = []
-    for item in items:
-        image = prepare_image(ctx, session, item) if item.kind in ("image", "generated") else None
-        prepared.append(Prepared(item=item, image=image, text=item_text(item)))
+    visual = [item for item in items if item.kind in ("image", "generated")]
+    decoded = dict(zip(map(id, visual), prepare_images(ctx, session, visual), strict=True))
+    prepared = [
+        Prepared(item=item, image=decoded.get(id(item)), text=item_text(item)) for item in items
+    ]
     # Commit the cheap, model-free results first: a missing model must not lose them.
     session.commit()
 

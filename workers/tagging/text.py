@@ -268,15 +268,17 @@ class TextEmbedder(InferenceModel):
     def _keyphrases_many(
         self, docs: Sequence[np.ndarray], texts: Sequence[str], *, top_n: int, diversity: float
     ) -> list[list[tuple[str, float]]]:
-        # One embed call for every document's candidates keeps batches full.
+        # One embed call for every document's candidates keeps batches full. Candidates are
+        # most of a tagging job's model work, and the documents of one batch share many of them
+        # ("data set", a brand, a city): on scikit-learn's dataset descriptions, 64 texts had
+        # ~1,400 candidates but only ~1,000 distinct ones, so each distinct phrase runs once.
         per_doc = [keyphrase_candidates(t) for t in texts]
-        flat = [p for phrases in per_doc for p in phrases]
-        emb = self.embed(flat)
+        unique = list(dict.fromkeys(p for phrases in per_doc for p in phrases))
+        row = {p: i for i, p in enumerate(unique)}
+        emb = self.embed(unique)
         out: list[list[tuple[str, float]]] = []
-        start = 0
         for doc, phrases in zip(docs, per_doc, strict=True):
-            cand = emb[start : start + len(phrases)]
-            start += len(phrases)
+            cand = emb[[row[p] for p in phrases]]
             picks = mmr(doc, cand, top_n=top_n, diversity=diversity)
             # MMR decides which phrases; callers expect them best first.
             picks.sort(key=lambda pick: -pick[1])

@@ -6,13 +6,8 @@ through ``transformers``: the graph stays small and stable across ``transformers
 attention-mask code changes often and trips the exporter), and the serving side needs only the
 exported graph and ``tokenizer.json``.
 
-The graph has two outputs: ``sentence_embedding`` (what sentence-transformers returns) and
-``token_embeddings`` (the last hidden states, before pooling). Keyphrase scoring reads candidate
-phrases off the document's own token vectors, so tagging a text costs one model run instead of
-one per candidate phrase (see ``workers/tagging/text.py``).
-
 Build steps: export (legacy exporter, opset 17, dynamic batch and sequence axes) -> check ONNX
-against torch (cosine >= 0.9999 for both outputs) -> fit the zero-shot calibration on a built-in labelled set ->
+against torch (cosine >= 0.9999) -> fit the zero-shot calibration on a built-in labelled set ->
 publish; then the int8 variant (per-channel dynamic quantisation) is published as
 ``text_embedder_int8`` with its own cosine-to-fp32 check.
 
@@ -51,10 +46,9 @@ if TYPE_CHECKING:
     import torch
 
 NAME = "text_embedder"
-# -2: adds the token_embeddings output; sentence_embedding is unchanged from -1.
-VERSION = "minilm-l6-v2-2"
+VERSION = "minilm-l6-v2-1"
 INT8_NAME = "text_embedder_int8"
-INT8_VERSION = "minilm-l6-v2-int8-2"
+INT8_VERSION = "minilm-l6-v2-int8-1"
 
 LICENSE = "Apache-2.0"
 ATTRIBUTION = (
@@ -90,9 +84,7 @@ def source_dir() -> Path:
 
 
 def load_torch_model(model_dir: Path | None = None) -> torch.nn.Module:
-    """all-MiniLM-L6-v2 as ``(input_ids, attention_mask) -> (sentence, token embeddings)``.
-
-    ``sentence``: L2-normalised mean-pooled (n, 384); ``token``: last hidden states (n, t, 384).
+    """all-MiniLM-L6-v2 as ``(input_ids, attention_mask) -> L2-normalised mean-pooled (n, 384)``.
 
     Parameter names follow Hugging Face's ``BertModel`` so the shipped state dict loads strictly
     (the pooler, unused by sentence-transformers, is dropped).
@@ -170,9 +162,7 @@ def load_torch_model(model_dir: Path | None = None) -> torch.nn.Module:
             self.embeddings = Embeddings()
             self.encoder = Encoder()
 
-        def forward(
-            self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-        ) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             e = self.embeddings
             t = input_ids.shape[1]
             # Single-segment inputs only, so token type 0 is folded in and the graph takes no
@@ -191,7 +181,7 @@ def load_torch_model(model_dir: Path | None = None) -> torch.nn.Module:
                 x = layer(x, mask_bias)
             summed = (x * mask.unsqueeze(-1)).sum(1)
             pooled = summed / mask.sum(1, keepdim=True).clamp(min=1e-9)
-            return pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12), x
+            return pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
     model = MiniLM()
     state = load_file(str((model_dir or source_dir()) / "model.safetensors"))
@@ -205,19 +195,11 @@ def load_torch_model(model_dir: Path | None = None) -> torch.nn.Module:
 
 
 def torch_embed(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Sentence embeddings (n, 384) from the torch model."""
-    return torch_forward(model, ids, mask)[0]
-
-
-def torch_forward(
-    model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(sentence embeddings (n, 384), token embeddings (n, t, 384)) from the torch model."""
     import torch
 
     with torch.inference_mode():
-        sentence, tokens = model(torch.from_numpy(ids), torch.from_numpy(mask))
-    return sentence.numpy(), tokens.numpy()
+        out = model(torch.from_numpy(ids), torch.from_numpy(mask))
+    return out.numpy()
 
 
 def export_onnx(model: torch.nn.Module, path: Path) -> None:
@@ -230,12 +212,11 @@ def export_onnx(model: torch.nn.Module, path: Path) -> None:
         (ids, mask),
         str(path),
         input_names=["input_ids", "attention_mask"],
-        output_names=["sentence_embedding", "token_embeddings"],
+        output_names=["sentence_embedding"],
         dynamic_axes={
             "input_ids": {0: "batch", 1: "sequence"},
             "attention_mask": {0: "batch", 1: "sequence"},
             "sentence_embedding": {0: "batch"},
-            "token_embeddings": {0: "batch", 1: "sequence"},
         },
         opset_version=17,
         do_constant_folding=True,
@@ -402,7 +383,7 @@ def _manifest(name: str, version: str, metrics: dict[str, Any], extra: dict[str,
         version=version,
         kind=TextEmbedder.kind,
         inputs=["input_ids", "attention_mask"],
-        outputs=["sentence_embedding", "token_embeddings"],
+        outputs=["sentence_embedding"],
         preprocessing={
             "tokenizer": "tokenizer.json",
             "max_tokens": MAX_TOKENS,
@@ -469,7 +450,7 @@ def build(models_dir: Path, *, force: bool = False, log: Callable[[str], None] =
     model = load_torch_model()
     tokenizer = load_tokenizer(source_dir() / "tokenizer.json")
     ids, mask = pad_batch([e.ids for e in tokenizer.encode_batch(VERIFY_SENTENCES)])
-    expected, expected_tokens = torch_forward(model, ids, mask)
+    expected = torch_embed(model, ids, mask)
 
     with tempfile.TemporaryDirectory(prefix="atelier-text-embedder-") as work:
         onnx_path = Path(work) / "model.onnx"
@@ -478,24 +459,12 @@ def build(models_dir: Path, *, force: bool = False, log: Callable[[str], None] =
         from shared.inference.session import create_session
 
         session = create_session(onnx_path, threads=1)
-        got, got_tokens = session.run(
-            ["sentence_embedding", "token_embeddings"], {"input_ids": ids, "attention_mask": mask}
-        )
+        (got,) = session.run(None, {"input_ids": ids, "attention_mask": mask})
         min_cos = float(_cosines(got, expected).min())
-        # Padding positions carry no meaning, so only real tokens are compared.
-        real = mask.astype(bool)
-        min_tok = float(_cosines(got_tokens[real], expected_tokens[real]).min())
-        log(
-            f"ONNX vs torch: min cosine {min_cos:.7f} (sentences), {min_tok:.7f} (tokens) "
-            f"on {len(VERIFY_SENTENCES)} sentences"
-        )
-        if min(min_cos, min_tok) < MIN_COSINE_VS_TORCH:
+        log(f"ONNX vs torch: min cosine {min_cos:.7f} on {len(VERIFY_SENTENCES)} sentences")
+        if min_cos < MIN_COSINE_VS_TORCH:
             raise RuntimeError(f"ONNX export drifted from torch: min cosine {min_cos:.6f}")
-        metrics = {
-            "min_cosine_vs_torch": min_cos,
-            "min_token_cosine_vs_torch": min_tok,
-            "verify_sentences": len(VERIFY_SENTENCES),
-        }
+        metrics = {"min_cosine_vs_torch": min_cos, "verify_sentences": len(VERIFY_SENTENCES)}
         final, embedder = _publish(
             models_dir, NAME, VERSION, onnx_path, metrics, {"precision": "fp32"}, force=force
         )
@@ -532,8 +501,7 @@ def _build_int8(
         rows = []
         for seq in fp32.tokenize(probe):
             ids, mask = pad_batch([seq])
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            rows.append(session.run(["sentence_embedding"], feeds)[0])
+            rows.append(session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
         got = np.concatenate(rows)
         min_cos = float(_cosines(got, fp32.embed(probe)).min())
         log(f"int8 vs fp32: min cosine {min_cos:.5f} on {len(probe)} sentences")

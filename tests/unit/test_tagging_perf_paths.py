@@ -1,0 +1,207 @@
+"""The fast paths of image preparation behave like the slow ones they replaced.
+
+Behaviour only (no timings): a JPEG decoded once in draft mode gives the same pHash and tags as a
+full decode, records the original size, and a batch's near-duplicate scan (one query) answers
+as one query per item did.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from shared.auth import create_tenant
+from shared.config import WorkerSettings
+from shared.db.models import Asset, ContentItem, ContentKind
+from shared.db.session import get_engine
+from workers.context import WorkerContext
+from workers.tagging.imaging import (
+    _popcount_bytes,
+    decode_image,
+    hamming,
+    hamming_many,
+    hash_array,
+    open_image,
+    perceptual_hash,
+)
+from workers.tagging.pipeline import find_near_duplicate, prepare_images
+
+skdata = pytest.importorskip("skimage.data")
+
+
+def _jpeg(image: Image.Image, **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90, **kwargs)
+    return buf.getvalue()
+
+
+def _photo(name: str, scale: int = 1) -> Image.Image:
+    im = Image.fromarray(getattr(skdata, name)()).convert("RGB")
+    return im.resize((im.width * scale, im.height * scale), Image.Resampling.BICUBIC)
+
+
+def test_draft_decode_is_smaller_and_records_the_original_size() -> None:
+    big = _photo("chelsea", 4)  # 1804 x 1200
+    image, size = decode_image(_jpeg(big), min_size=256)
+    assert size == big.size
+    assert image.mode == "RGB"
+    assert min(image.size) >= 256 and image.width < big.width
+    # Without min_size (or for other formats) nothing is scaled.
+    assert decode_image(_jpeg(big))[0].size == big.size
+
+
+def test_original_size_follows_exif_orientation() -> None:
+    upright = _photo("chelsea", 2)  # landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    image, size = decode_image(_jpeg(stored, exif=exif.tobytes()), min_size=256)
+    assert size == upright.size  # as displayed, like open_image(...).size
+    assert size == open_image(_jpeg(stored, exif=exif.tobytes())).size
+    assert image.width > image.height
+
+
+def test_non_jpeg_and_transparency_decode_like_open_image() -> None:
+    rgba = Image.new("RGBA", (640, 480), (255, 0, 0, 0))
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    image, size = decode_image(buf.getvalue(), min_size=256)
+    assert size == (640, 480) and image.size == (640, 480)
+    assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_truncated_jpeg_still_fails() -> None:
+    data = _jpeg(_photo("coffee", 2))
+    with pytest.raises(OSError):
+        decode_image(data[: len(data) // 2], min_size=256)
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut", "rocket"])
+@pytest.mark.parametrize("scale", [1, 3])
+def test_draft_decode_keeps_the_phash(name: str, scale: int) -> None:
+    data = _jpeg(_photo(name, scale))
+    drafted, _ = decode_image(data, min_size=256)
+    assert hamming(perceptual_hash(drafted), perceptual_hash(open_image(data))) <= 2
+
+
+def test_hamming_many_matches_hamming() -> None:
+    rng = np.random.default_rng(0)
+    hashes = [f"{int(x):016x}" for x in rng.integers(0, 2**63, size=50, dtype=np.int64)]
+    hashes.append("ffffffffffffffff")
+    expected = [hamming(hashes[3], h) for h in hashes]
+    assert hamming_many(hashes[3], hash_array(hashes)).tolist() == expected
+    # The numpy 1.x fallback agrees too.
+    assert _popcount_bytes(hash_array(hashes) ^ np.uint64(int(hashes[3], 16))).tolist() == expected
+    assert hamming_many(hashes[3], hash_array([])).tolist() == []
+
+
+@pytest.mark.models
+def test_draft_decode_keeps_the_tags(models_dir: Path) -> None:
+    from shared.inference.registry import ModelRegistry
+    from workers.tagging.image import ImageTagger
+
+    tagger = ModelRegistry(models_dir, threads=1).get("image_tagger", ImageTagger)
+    for name in ("chelsea", "coffee", "rocket"):
+        data = _jpeg(_photo(name, 3))
+        drafted, _ = decode_image(data, min_size=256)
+        full, fast = tagger.predict([open_image(data), drafted])
+        assert float(full.embedding @ fast.embedding) > 0.98
+        assert full.labels[0][0] == fast.labels[0][0]
+        top = {n for n, _ in full.labels[:5]}
+        assert len(top & {n for n, _ in fast.labels[:5]}) >= 4
+
+
+# --- one near-duplicate query per batch ------------------------------------------------------
+
+
+@pytest.fixture
+def ctx(sqlite_url: str, tmp_path: Path, models_dir: Path) -> WorkerContext:
+    settings = WorkerSettings(
+        environment="test",
+        database_url=sqlite_url,
+        storage_url=f"file://{tmp_path / 'blobs'}",
+        models_dir=models_dir,
+    )
+    return WorkerContext(settings=settings)
+
+
+def _items(ctx: WorkerContext, tenant_id: str, photos: list[bytes]) -> list[str]:
+    ids = []
+    with ctx.session() as s:
+        for data in photos:
+            blob = ctx.storage.put_bytes(data)
+            item = ContentItem(tenant_id=tenant_id, kind=ContentKind.image)
+            item.assets.append(
+                Asset(
+                    role="original",
+                    storage_key=blob.key,
+                    sha256=blob.sha256,
+                    mime_type="image/jpeg",
+                    byte_size=blob.size,
+                    width=1,  # the worker records the real size
+                    height=1,
+                )
+            )
+            s.add(item)
+            s.commit()  # one by one: created_at gives the age order
+            ids.append(item.id)
+    return ids
+
+
+def _load(s: Session, ids: list[str]) -> list[ContentItem]:
+    rows = {r.id: r for r in s.scalars(select(ContentItem).where(ContentItem.id.in_(ids)))}
+    return [rows[i] for i in ids]
+
+
+def test_batch_scan_flags_the_oldest_near_duplicate_with_one_query(ctx: WorkerContext) -> None:
+    with ctx.session() as s:
+        tenant = create_tenant(s, name=f"t-{uuid.uuid4().hex[:8]}").id
+        other = create_tenant(s, name=f"o-{uuid.uuid4().hex[:8]}").id
+    cat = _photo("chelsea", 3)
+    recrop = cat.crop((6, 4, cat.width - 3, cat.height - 2))
+    # Another tenant's copy is never a match.
+    (foreign,) = _items(ctx, other, [_jpeg(cat)])
+    ids = _items(ctx, tenant, [_jpeg(cat), _jpeg(_photo("coffee", 3)), _jpeg(recrop), _jpeg(cat)])
+
+    selects: list[str] = []
+
+    def count(_conn: object, _cur: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "phash IS NOT NULL" in statement:
+            selects.append(statement)
+
+    engine = get_engine(ctx.settings.sqlalchemy_url)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with ctx.session() as s:
+            items = _load(s, ids)
+            images = prepare_images(ctx, s, items)
+            s.commit()
+            assert [im is not None for im in images] == [True] * 4
+            assert [it.duplicate_of for it in items] == [None, None, ids[0], ids[0]]
+            original = next(a for a in items[0].assets if a.role == "original")
+            assert (original.width, original.height) == cat.size
+            thumb = next(a for a in items[0].assets if a.role == "thumbnail")
+            assert max(thumb.width, thumb.height) == ctx.settings.thumbnail_size
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # One query for the whole batch, where item-by-item scanning made one per item.
+    assert len(selects) == 1
+
+    with ctx.session() as s:
+        items = _load(s, ids)
+        # Same answers as the single-item scan gives now that every pHash is stored...
+        for it in items[1:]:
+            assert find_near_duplicate(s, it, max_distance=ctx.settings.phash_max_distance) == (
+                it.duplicate_of
+            )
+        # ...and re-tagging the original does not make it a duplicate of its own copies.
+        again = prepare_images(ctx, s, [items[0]])
+        assert again[0] is not None and items[0].duplicate_of is None
+        assert foreign not in {it.duplicate_of for it in items}
