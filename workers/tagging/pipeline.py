@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, inspect, or_, select
+from sqlalchemy import delete, insert, inspect, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from shared.db.models import (
@@ -20,6 +20,8 @@ from shared.db.models import (
     Tag,
     TagOrigin,
     VocabularyEntry,
+    new_id,
+    utcnow,
 )
 from workers.context import WorkerContext
 from workers.tagging.imaging import (
@@ -189,57 +191,89 @@ def item_text(item: ContentItem) -> str | None:
     return "\n\n".join(parts) if parts else None
 
 
-def store_embedding(
-    session: Session, item: ContentItem, *, space: str, model: str, vector: np.ndarray
+def store_embeddings(
+    session: Session,
+    rows: Sequence[tuple[ContentItem, np.ndarray]],
+    *,
+    space: str,
+    model: str,
 ) -> None:
-    vec = np.asarray(vector, dtype="<f4").ravel()
+    """Replace the ``space`` vectors of many items: one DELETE and one batched INSERT."""
+    if not rows:
+        return
+    ids = [item.id for item, _ in rows]
     session.execute(
-        delete(Embedding).where(Embedding.content_id == item.id, Embedding.space == space)
+        delete(Embedding).where(Embedding.content_id.in_(ids), Embedding.space == space)
     )
-    session.add(
-        Embedding(
-            content_id=item.id,
-            space=space,
-            tenant_id=item.tenant_id,
-            model=model,
-            dim=int(vec.shape[0]),
-            vector=vec.tobytes(),
+    values = []
+    for item, vector in rows:
+        vec = np.asarray(vector, dtype="<f4").ravel()
+        values.append(
+            {
+                "content_id": item.id,
+                "space": space,
+                "tenant_id": item.tenant_id,
+                "model": model,
+                "dim": int(vec.shape[0]),
+                "vector": vec.tobytes(),
+                "created_at": utcnow(),
+            }
         )
-    )
+    session.execute(insert(Embedding), values)
 
 
-def replace_auto_tags(
-    session: Session, item: ContentItem, *, source: str, tags: list[tuple[str, float]]
+def replace_auto_tags_many(
+    session: Session,
+    rows: Sequence[tuple[ContentItem, list[tuple[str, float]]]],
+    *,
+    source: str,
 ) -> int:
-    """Replace this source's automatic tags; never re-add a tag a person rejected or set."""
+    """Replace this source's automatic tags on many items; never re-add a tag a person
+    rejected or set. Three statements for the whole batch, whatever its size."""
+    if not rows:
+        return 0
+    ids = [item.id for item, _ in rows]
     session.execute(
         delete(Tag).where(
-            Tag.content_id == item.id, Tag.source == source, Tag.origin == TagOrigin.auto
+            Tag.content_id.in_(ids), Tag.source == source, Tag.origin == TagOrigin.auto
         )
     )
-    human = {
-        name
-        for (name,) in session.execute(
-            select(Tag.name).where(Tag.content_id == item.id, Tag.origin != TagOrigin.auto)
+    human: dict[str, set[str]] = {}
+    for cid, name in session.execute(
+        select(Tag.content_id, Tag.name).where(
+            Tag.content_id.in_(ids), Tag.origin != TagOrigin.auto
         )
-    }
-    best: dict[str, float] = {}
-    for name, score in tags:
-        name = name.strip().lower()[:200]
-        if name and name not in human:
-            best[name] = max(best.get(name, 0.0), float(score))
-    for name, score in best.items():
-        session.add(
-            Tag(
-                tenant_id=item.tenant_id,
-                content_id=item.id,
-                name=name,
-                score=round(score, 6),
-                source=source,
-                origin=TagOrigin.auto,
-            )
-        )
-    return len(best)
+    ):
+        human.setdefault(cid, set()).add(name)
+    values = []
+    now = utcnow()
+    for item, tags in rows:
+        best: dict[str, float] = {}
+        kept = human.get(item.id, set())
+        for name, score in tags:
+            name = name.strip().lower()[:200]
+            if name and name not in kept:
+                best[name] = max(best.get(name, 0.0), float(score))
+        values += [
+            {
+                "id": new_id(),
+                "tenant_id": item.tenant_id,
+                "content_id": item.id,
+                "name": name,
+                "score": round(score, 6),
+                "source": source,
+                "origin": TagOrigin.auto,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for name, score in best.items()
+        ]
+    if values:
+        session.execute(insert(Tag), values)
+    # Loaded items would otherwise keep showing their old tag lists in this session.
+    for item, _ in rows:
+        session.expire(item, ["tags"])
+    return len(values)
 
 
 def load_vocabulary(session: Session, tenant_id: str) -> list[Any]:
@@ -282,10 +316,20 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
 
             embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
             vocab_tags = _image_vocabulary(embedder, [r.labels for r in results], vocabulary)
-        for p, res, extra in zip(with_image, results, vocab_tags, strict=True):
-            tags = list(res.labels) + extra
-            summary["tags"] += replace_auto_tags(session, p.item, source=tagger.ref, tags=tags)
-            store_embedding(session, p.item, space="image", model=tagger.ref, vector=res.embedding)
+        summary["tags"] += replace_auto_tags_many(
+            session,
+            [
+                (p.item, list(res.labels) + extra)
+                for p, res, extra in zip(with_image, results, vocab_tags, strict=True)
+            ],
+            source=tagger.ref,
+        )
+        store_embeddings(
+            session,
+            [(p.item, r.embedding) for p, r in zip(with_image, results, strict=True)],
+            space="image",
+            model=tagger.ref,
+        )
         vectors["image"] = np.stack([r.embedding for r in results])
         summary["models"].append(tagger.ref)
 
@@ -294,10 +338,20 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
 
         embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
         results = embedder.tag_texts([p.text for p in with_text], vocabulary or None)
-        for p, res in zip(with_text, results, strict=True):
-            tags = list(res.keyphrases) + list(res.vocabulary_tags)
-            summary["tags"] += replace_auto_tags(session, p.item, source=embedder.ref, tags=tags)
-            store_embedding(session, p.item, space="text", model=embedder.ref, vector=res.embedding)
+        summary["tags"] += replace_auto_tags_many(
+            session,
+            [
+                (p.item, list(r.keyphrases) + list(r.vocabulary_tags))
+                for p, r in zip(with_text, results, strict=True)
+            ],
+            source=embedder.ref,
+        )
+        store_embeddings(
+            session,
+            [(p.item, r.embedding) for p, r in zip(with_text, results, strict=True)],
+            space="text",
+            model=embedder.ref,
+        )
         vectors["text"] = np.stack([r.embedding for r in results])
         summary["models"].append(embedder.ref)
 
@@ -330,8 +384,11 @@ def _apply_tenant_taggers(
     for out in applied.outputs:
         space_rows = rows[out.space]
         drop_other_versions(session, [p.item.id for p in space_rows], out)
-        for p, tags in zip(space_rows, out.tags, strict=True):
-            added += replace_auto_tags(session, p.item, source=out.source, tags=tags)
+        added += replace_auto_tags_many(
+            session,
+            [(p.item, tags) for p, tags in zip(space_rows, out.tags, strict=True)],
+            source=out.source,
+        )
         summary["models"].append(out.source)
     if applied.errors:
         summary["tagger_errors"] = applied.errors
