@@ -35,9 +35,9 @@ from services.recommender.ranking.models import (
     _FactorModel,
     load_model,
 )
-from services.recommender.tenant_config import TenantConfig, get_config
 from shared.db.models import ContentItem, Embedding, Interaction, ModelVersion, Tag, TagOrigin
 from shared.http import ApiError
+from shared.recommender_config import TenantConfig, get_config
 from shared.schemas.recommendations import RecommendationList, RecommendedItem
 
 log = logging.getLogger(__name__)

@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session
 from services.recommender.ranking.data import Interactions, build_matrix
 from services.recommender.ranking.models import ItemKNN, Popularity, Recommender
 from services.recommender.ranking.select import Selection, train_and_select
-from services.recommender.tenant_config import get_config
 from shared.config import worker_settings
 from shared.db.models import Interaction, Job, JobStatus, ModelVersion, Tenant
 from shared.jobs import new_job, publish, report_progress
+from shared.recommender_config import get_config
 from shared.tasks import JOB_TYPES, QUEUE_TRAINING
 from workers.celery_app import app
 from workers.context import WorkerContext, get_context

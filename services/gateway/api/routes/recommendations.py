@@ -18,10 +18,10 @@ from sqlalchemy import select, update
 
 from services.gateway.api.deps import CeleryDep, ReaderDep, SessionDep, SettingsDep, WriterDep
 from services.gateway.interactions import ingest
-from services.recommender.tenant_config import get_config, put_config
 from shared.db.models import ModelVersion
 from shared.http import ApiError
 from shared.jobs import new_job, publish
+from shared.recommender_config import get_config, put_config
 from shared.schemas.recommendations import (
     TENANT_HEADER,
     InteractionsAccepted,
