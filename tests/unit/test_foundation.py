@@ -111,3 +111,22 @@ def test_manifest_timestamps_are_utc() -> None:
     m = Manifest(name="n", version="v", kind="k")
     assert datetime.fromisoformat(m.created_at).tzinfo is not None
     assert datetime.fromisoformat(m.created_at) <= datetime.now(UTC)
+
+
+def test_openapi_docs_and_error_shape_for_unknown_routes(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.gateway.main import create_app
+
+    app = create_app(GatewaySettings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+    with TestClient(app) as c:
+        spec = c.get("/openapi.json").json()
+        assert {"/v1/content", "/v1/content:batch", "/v1/jobs/{job_id}", "/readyz"} <= set(
+            spec["paths"]
+        )
+        assert c.get("/docs").status_code == 200
+        missing = c.get("/v1/nothing-here")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        wrong = c.put("/healthz")
+        assert wrong.status_code == 405
+        assert wrong.json()["error"]["code"] == "method_not_allowed"
