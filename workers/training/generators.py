@@ -62,10 +62,14 @@ def _hooks(
         steps = event.get("steps")
         step = event.get("step")
         fraction = (step / steps) if steps and step is not None else None
+        extra: dict[str, Any] = {"last_event": event}
+        if event.get("event") == "resumed":
+            # Kept apart from last_event, which later steps overwrite.
+            extra["resumed_from_step"] = event.get("step")
         with ctx.session() as s:
             current = s.get(Job, job.id)
             done = (current.progress if current else 0.0) if fraction is None else fraction
-            report_progress(s, job.id, min(done, 0.99), last_event=event)
+            report_progress(s, job.id, min(done, 0.99), **extra)
 
     def should_stop() -> bool:
         now = time.monotonic()
