@@ -1,13 +1,17 @@
 """Top-10 latency of the recommender over loopback HTTP vs raw in-process scoring.
 
     python -m bench.bench_reco_latency --users 100000 --items 100000 --events 300000
+        [--rounds 5] [--compare-tree /path/to/other/checkout]
 
 Builds a synthetic catalogue in a throw-away PostgreSQL database (ingested through our bulk
-path), trains ALS once (EASE does not fit 100k items), saves it as a model version, starts the
-recommender service with uvicorn on a free loopback port and times sequential keep-alive
-requests. Next to it: the same requests in-process (fold-in with the SQL history read, filters,
-reasons) and the raw model part alone (score all items + top-k). Target: p50 < 5 ms,
-p99 < 20 ms over HTTP.
+path, and not ANALYZEd afterwards: the statistics lag a bulk import in production too), trains
+ALS once (EASE does not fit 100k items), saves it as a model version, starts the recommender
+service and the gateway with uvicorn on free loopback ports and times sequential keep-alive
+requests, in rounds that alternate between the targets (the recommender's own endpoint, the
+gateway's public one with API-key auth, and, with ``--compare-tree``, the recommender of another
+source tree on the same database). Next to it: the same requests in-process (fold-in with the
+SQL history read, filters, reasons) and the raw model part alone (score all items + top-k).
+Target: p50 < 5 ms, p99 < 20 ms over HTTP (written for the recommender's endpoint).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from services.gateway.interactions import ingest
 from services.recommender.ranking.data import build_matrix
 from services.recommender.ranking.models import ALS, Popularity
 from services.recommender.service import ModelStore, Query, Recommendations, _top
-from shared.auth import create_tenant
+from shared.auth import create_api_key, create_tenant
 from shared.db.migrate import upgrade
 from shared.db.session import get_engine, get_sessionmaker, session_scope
 from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS, TENANT_HEADER
@@ -56,6 +60,10 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def percentiles(ms: list[float]) -> str:
@@ -98,6 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5, help="alternations between targets")
+    parser.add_argument(
+        "--compare-tree",
+        help="also time the recommender of this source tree (e.g. an export of the last commit)",
+    )
     parser.add_argument(
         "--pg",
         default=os.environ.get(
@@ -112,20 +125,26 @@ def main(argv: list[str] | None = None) -> None:
         pg_version = conn.info.server_version
     url = f"{args.pg.rsplit('/', 1)[0]}/{name}"
     models_dir = Path(tempfile.mkdtemp(prefix="atelier-bench-models-"))
-    proc: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         print(
             f"{platform.machine()} {os.cpu_count()} cpus ({cpu_model()}), "
             f"Python {platform.python_version()}, numpy {np.__version__}, scipy "
             f"{scipy.__version__}, implicit {implicit.__version__}, fastapi "
-            f"{fastapi.__version__}, uvicorn {uvicorn.__version__}, PostgreSQL {pg_version}"
+            f"{fastapi.__version__}, uvicorn {uvicorn.__version__}, PostgreSQL {pg_version}; "
+            f"load average {_load()}"
         )
         upgrade(url)
         with session_scope(url) as s:
             tenant = create_tenant(s, name="bench").id
+            _, api_key = create_api_key(s, tenant_id=tenant, scopes=["read"])
         start = time.perf_counter()
         load(url, tenant, args.users, args.items, args.events)
-        print(f"ingested {args.events} events in {time.perf_counter() - start:.1f} s")
+        took = time.perf_counter() - start
+        print(
+            f"ingested {args.events} events in {took:.1f} s ({args.events / took:,.0f} events/s, "
+            f"batches of 10,000 through ingest(), items created on the way)"
+        )
 
         with session_scope(url) as s:
             inter, last_id = read_interactions(
@@ -180,47 +199,111 @@ def main(argv: list[str] | None = None) -> None:
                 Recommendations(s, tenant, store.state(s, tenant)).for_user(u, Query())
                 inproc_ms.append((time.perf_counter() - t) * 1000)
 
-        port = _free_port()
+        reco_port, gw_port = _free_port(), _free_port()
         env = dict(
             os.environ,
             ATELIER_DATABASE_URL=url,
             ATELIER_MODELS_DIR=str(models_dir),
             ATELIER_MODEL_CHECK_INTERVAL_S="5",
             ATELIER_ENVIRONMENT="test",
+            ATELIER_STORAGE_URL=f"file://{models_dir / 'blobs'}",
+            ATELIER_RECOMMENDER_URL=f"http://127.0.0.1:{reco_port}",
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "services.recommender.main:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env=env, cwd=ROOT,
-        )  # fmt: skip
-        http_ms: list[float] = []
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            headers = {TENANT_HEADER: tenant}
-            for u in users[:50]:
-                client.get(f"/internal/v1/users/{u}/recommendations", headers=headers)
-            for u in users:
-                t = time.perf_counter()
-                r = client.get(
-                    f"/internal/v1/users/{u}/recommendations",
-                    params={"limit": 10},
-                    headers=headers,
+        targets = {
+            "recommender": (reco_port, "services.recommender.main:create_app", ROOT),
+            "gateway": (gw_port, "services.gateway.main:create_app", ROOT),
+        }
+        if args.compare_tree:
+            targets["recommender, --compare-tree"] = (
+                _free_port(),
+                "services.recommender.main:create_app",
+                Path(args.compare_tree).resolve(),
+            )
+        for port, factory, tree in targets.values():
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "--factory",
+                        factory,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                        "--no-access-log",
+                    ],
+                    # The tree's own code first on sys.path, ahead of the editable install.
+                    env=dict(env, PYTHONPATH=str(tree)),
+                    cwd=tree,
                 )
-                http_ms.append((time.perf_counter() - t) * 1000)
-                assert r.status_code == 200, r.text
+            )
+        http_ms: dict[str, list[float]] = {name: [] for name in targets}
+        clients = {
+            name: httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+            for name, (port, _, _) in targets.items()
+        }
+        try:
+            for client in clients.values():
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        if client.get("/healthz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        time.sleep(0.2)
+            headers = {
+                name: {"Authorization": f"Bearer {api_key}"}
+                if name == "gateway"
+                else {TENANT_HEADER: tenant}
+                for name in targets
+            }
+            paths = {
+                name: "/v1/users/{}/recommendations"
+                if name == "gateway"
+                else "/internal/v1/users/{}/recommendations"
+                for name in targets
+            }
+            for name, client in clients.items():
+                for u in users[:50]:
+                    client.get(paths[name].format(u), headers=headers[name])
+            # Rounds alternate the targets (and their order), so load from other work on the
+            # machine falls on all of them alike.
+            per_round = -(-len(users) // args.rounds)
+            for rnd in range(args.rounds):
+                chunk = users[rnd * per_round : (rnd + 1) * per_round]
+                order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
+                for name in order:
+                    client = clients[name]
+                    for u in chunk:
+                        t = time.perf_counter()
+                        r = client.get(
+                            paths[name].format(u), params={"limit": 10}, headers=headers[name]
+                        )
+                        http_ms[name].append((time.perf_counter() - t) * 1000)
+                        assert r.status_code == 200, r.text
+        finally:
+            for client in clients.values():
+                client.close()
         print(f"{'top-10 for a user':<52} latency")
         print(f"{'raw ALS scoring + top-k (in-process, no SQL)':<52} {percentiles(raw_ms)}")
         print(f"{'service call in-process (SQL fold-in, rows, why)':<52} {percentiles(inproc_ms)}")
-        print(f"{'HTTP GET over loopback (uvicorn, 1 process)':<52} {percentiles(http_ms)}")
-        print("target over HTTP: p50 < 5 ms, p99 < 20 ms")
+        labels = {
+            "recommender": "HTTP GET recommender /internal/v1/users/{id}/...",
+            "gateway": "HTTP GET gateway /v1/users/{id}/... (auth+proxy)",
+            "recommender, --compare-tree": "HTTP GET recommender of --compare-tree",
+        }
+        for name, ms in http_ms.items():
+            print(f"{labels[name]:<52} {percentiles(ms)}")
+        print(
+            "target over HTTP: p50 < 5 ms, p99 < 20 ms (uvicorn, 1 process each, sequential "
+            f"keep-alive requests by httpx); load average {_load()}"
+        )
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
         get_engine(url).dispose()

@@ -18,11 +18,11 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -33,8 +33,6 @@ from shared.schemas.recommendations import InteractionIn
 # Bound parameters per statement stay well under SQLite's 32,766 and PostgreSQL's 65,535.
 CHUNK = 2000
 
-_events_adapter = TypeAdapter(list[InteractionIn])
-
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -44,10 +42,101 @@ class IngestResult:
     items_created: int
 
 
+class Event(NamedTuple):
+    """One validated event, in the column order of the COPY into ``interactions``."""
+
+    user_id: str
+    item_id: str
+    event_type: str
+    value: float | None
+    timestamp: datetime
+    event_id: str | None
+
+
+_FIELDS = frozenset(InteractionIn.model_fields)
+_INF = float("inf")
+_event_adapter = TypeAdapter(InteractionIn)
+
+
+def _text(v: Any, limit: int) -> bool:
+    return type(v) is str and 0 < len(v) <= limit
+
+
+def _fast_event(ev: Any, known: frozenset[str] | set[str], now: datetime) -> Event | None:
+    """The common shape of an event, checked without pydantic; None means "ask pydantic".
+
+    Accepts exactly what ``InteractionIn`` accepts for these shapes (plain strings, a finite
+    int/float or null value, an ISO 8601 string or a datetime), so anything unusual (a numeric
+    string value, a Unix timestamp, a wrong type) takes the pydantic path and gets its coercion
+    or its error message. ``datetime.fromisoformat`` also reads the ISO 8601 basic and week
+    forms that pydantic refuses; both are valid ISO 8601.
+    """
+    if type(ev) is not dict or not _FIELDS.issuperset(ev):
+        return None
+    user_id = ev.get("user_id")
+    item_id = ev.get("item_id")
+    event_type = ev.get("event_type")
+    if not (_text(user_id, 255) and _text(item_id, 255) and _text(event_type, 64)):
+        return None
+    value = ev.get("value")
+    if value is not None:
+        if type(value) is int and -(2**53) <= value <= 2**53:
+            value = float(value)
+        elif type(value) is not float or value != value or value in (_INF, -_INF):
+            return None
+    event_id = ev.get("event_id")
+    if event_id is not None and not _text(event_id, 255):
+        return None
+    ts = ev.get("timestamp")
+    if ts is None:
+        ts = now
+    elif type(ts) is str:
+        try:
+            ts = datetime.fromisoformat(ts)
+        except ValueError:
+            return None
+    elif not isinstance(ts, datetime):
+        return None
+    if ts.tzinfo is None:
+        # ISO 8601 without an offset: the only defensible reading for a server is UTC.
+        ts = ts.replace(tzinfo=UTC)
+    if event_type not in known:
+        return None
+    return Event(user_id, item_id, event_type, value, ts, event_id)  # type: ignore[arg-type]
+
+
+def _slow_event(
+    ev: Any, i: int, known: frozenset[str] | set[str], now: datetime
+) -> tuple[Event | None, list[dict[str, Any]], str]:
+    """Pydantic's reading of one event the fast path declined: the event, or its errors and
+    the message that names the first of them."""
+    try:
+        m = _event_adapter.validate_python(ev)
+    except ValidationError as exc:
+        errors = [{"index": i, "loc": [i, *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+        field = ".".join(str(p) for p in errors[0]["loc"][1:]) or "event"
+        return None, errors, f"events[{i}].{field}: {errors[0]['msg']}"
+    if m.event_type not in known:
+        return (
+            None,
+            [{"index": i, "loc": [i, "event_type"], "msg": "unknown event type"}],
+            f"events[{i}].event_type: unknown event type {m.event_type!r}; "
+            "configure its weight with PUT /v1/recommender/config",
+        )
+    ts = m.timestamp or now
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return Event(m.user_id, m.item_id, m.event_type, m.value, ts, m.event_id), [], ""
+
+
 def validate_events(
     raw: Any, *, event_types: Iterable[str], max_events: int, now: datetime | None = None
-) -> list[InteractionIn]:
-    """Parse a batch or raise a 422 that names the first offending event index."""
+) -> list[Event]:
+    """Parse a batch or raise a 422 that names the first offending event index.
+
+    Per-event pydantic models cost ~70 ms per 10,000 events, a third of the whole ingest; the
+    hand-written check above handles the usual shapes and pydantic sees only the rest.
+    """
     if not isinstance(raw, list):
         raise ApiError(422, "`events` must be a list")
     if not raw:
@@ -58,37 +147,24 @@ def validate_events(
             f"{len(raw)} events in one batch; the limit is {max_events}",
             details={"index": max_events, "limit": max_events},
         )
-    try:
-        events = _events_adapter.validate_python(raw)
-    except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        loc = list(first["loc"])
-        index = loc[0] if loc and isinstance(loc[0], int) else None
-        field = ".".join(str(p) for p in loc[1:]) or "event"
-        raise ApiError(
-            422,
-            f"events[{index}].{field}: {first['msg']}",
-            details=[
-                {"index": e["loc"][0] if e["loc"] else None, "loc": list(e["loc"]), "msg": e["msg"]}
-                for e in errors[:20]
-            ],
-        ) from exc
-    known = set(event_types)
+    known = event_types if isinstance(event_types, set | frozenset) else set(event_types)
     now = now or datetime.now(UTC)
-    for i, ev in enumerate(events):
-        if ev.event_type not in known:
-            raise ApiError(
-                422,
-                f"events[{i}].event_type: unknown event type {ev.event_type!r}; "
-                f"configure its weight with PUT /v1/recommender/config",
-                details=[{"index": i, "loc": [i, "event_type"], "msg": "unknown event type"}],
-            )
-        if ev.timestamp is None:
-            ev.timestamp = now
-        elif ev.timestamp.tzinfo is None:
-            # ISO 8601 without an offset: the only defensible reading for a server is UTC.
-            ev.timestamp = ev.timestamp.replace(tzinfo=UTC)
+    events: list[Event] = []
+    errors: list[dict[str, Any]] = []
+    message = ""
+    for i, ev in enumerate(raw):
+        parsed = _fast_event(ev, known, now)
+        if parsed is None:
+            parsed, errs, msg = _slow_event(ev, i, known, now)
+            if parsed is None:
+                message = message or msg
+                errors += errs
+                if len(errors) >= 20:
+                    break
+                continue
+        events.append(parsed)
+    if errors:
+        raise ApiError(422, message, details=errors[:20])
     return events
 
 
@@ -103,6 +179,12 @@ def _dialect_insert(session: Session, table: Any) -> Any:
     return sqlite.insert(table)
 
 
+def _raw(session: Session) -> psycopg.Connection[Any]:
+    raw = session.connection().connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw
+
+
 def resolve_items(
     session: Session, *, tenant_id: str, keys: Iterable[str], create: bool = True
 ) -> tuple[dict[str, str], int]:
@@ -111,6 +193,8 @@ def resolve_items(
     Unknown ids become bare items when ``create``; returns the mapping and how many were made.
     """
     wanted = list(dict.fromkeys(keys))
+    if session.get_bind().dialect.name == "postgresql":
+        return _pg_resolve_items(_raw(session), tenant_id, wanted, create=create)
     found: dict[str, str] = {}
     for chunk in _chunks(wanted):
         rows = session.execute(
@@ -164,26 +248,79 @@ def resolve_items(
     return found, created
 
 
+# Lookups by many keys: one array parameter, unnest()ed, each key probing the unique index in a
+# LATERAL subquery (its LIMIT 1 keeps PostgreSQL from flattening it into a join). The plan is
+# then per-key index probes whatever the table statistics say; they lag a bulk import (autovacuum
+# analyzes later), and the planner, believing the tenant has a few dozen rows, otherwise reads
+# the tenant's whole index range once per batch (O(rows) per batch: 46 ms instead of 10 ms for
+# 10k event ids at 300k events, growing with the table). Never `IN ($1, ..., $2000)` either:
+# psycopg prepares a statement after five runs, PostgreSQL then switches to a generic plan, and
+# there a list of parameters is no constant array, so it was searched linearly for every row of
+# the tenant (O(rows x keys): 0.1 s for the first 10k new items, 18 s by the fourth batch).
+_SQL_BY_EXTERNAL_ID = (
+    "SELECT k.key, c.id FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL "
+    "(SELECT id FROM content_items WHERE tenant_id = %s AND external_id = k.key LIMIT 1) AS c"
+)
+_SQL_BY_ID = (
+    "SELECT c.id FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL "
+    "(SELECT id FROM content_items WHERE id = k.key AND tenant_id = %s LIMIT 1) AS c"
+)
+_SQL_CREATE_ITEMS = (
+    "INSERT INTO content_items "
+    "(id, tenant_id, external_id, kind, status, metadata, created_at, updated_at) "
+    "SELECT gen_random_uuid()::text, %s, k.key, %s, %s, '{}'::jsonb, now(), now() "
+    "FROM unnest(%s::text[]) AS k(key) "
+    "ON CONFLICT (tenant_id, external_id) DO NOTHING RETURNING external_id, id"
+)
+
+
+def _pg_resolve_items(
+    raw: psycopg.Connection[Any], tenant_id: str, wanted: list[str], *, create: bool
+) -> tuple[dict[str, str], int]:
+    with raw.cursor() as cur:
+        cur.execute(_SQL_BY_EXTERNAL_ID, (wanted, tenant_id))
+        found: dict[str, str] = dict(cur.fetchall())
+        missing = [k for k in wanted if k not in found]
+        if missing:
+            cur.execute(_SQL_BY_ID, (missing, tenant_id))
+            found.update((cid, cid) for (cid,) in cur.fetchall())
+            missing = [k for k in wanted if k not in found]
+        if not missing or not create:
+            return found, 0
+        cur.execute(
+            _SQL_CREATE_ITEMS,
+            (tenant_id, ContentKind.item.value, ContentStatus.ready.value, missing),
+        )
+        made = dict(cur.fetchall())
+        found.update(made)
+        # Keys not returned were created by a concurrent batch (ON CONFLICT waited for it to
+        # commit, so the row is visible to this next statement).
+        raced = [k for k in missing if k not in made]
+        if raced:
+            cur.execute(_SQL_BY_EXTERNAL_ID, (raced, tenant_id))
+            found.update(cur.fetchall())
+    return found, len(made)
+
+
 _COLS = "tenant_id, user_id, item_id, event_type, value, occurred_at, event_id"
+_SQL_KNOWN_EVENTS = (
+    "SELECT k.eid FROM unnest(%s::text[]) AS k(eid) CROSS JOIN LATERAL "
+    "(SELECT 1 FROM interactions WHERE tenant_id = %s AND event_id = k.eid LIMIT 1) AS i"
+)
 
 
-def _copy_insert(conn: Connection, tenant_id: str, rows: list[tuple[Any, ...]]) -> int:
+def _copy_insert(raw: psycopg.Connection[Any], tenant_id: str, rows: list[tuple[Any, ...]]) -> int:
     """PostgreSQL: drop known event ids, then COPY straight into ``interactions``.
 
     COPY has no ON CONFLICT, so duplicates are filtered first with one indexed lookup. If a
     concurrent request stores one of the same event ids in between, the COPY fails on the unique
     key; we roll back to a savepoint and take the slower conflict-aware path for this batch.
     """
-    raw = conn.connection.driver_connection
-    assert raw is not None
     ids = [r[6] for r in rows if r[6] is not None]
     known: set[str] = set()
-    with raw.cursor() as cur:
-        if ids:
-            cur.execute(
-                "SELECT event_id FROM interactions WHERE tenant_id = %s AND event_id = ANY(%s)",
-                (tenant_id, ids),
-            )
+    if ids:
+        with raw.cursor() as cur:
+            cur.execute(_SQL_KNOWN_EVENTS, (ids, tenant_id))
             known = {r[0] for r in cur.fetchall()}
     fresh: list[tuple[Any, ...]] = []
     for row in rows:
@@ -241,7 +378,7 @@ def _values_insert(session: Session, rows: list[dict[str, Any]]) -> int:
 
 
 def store_events(
-    session: Session, *, tenant_id: str, events: Sequence[InteractionIn], commit: bool = True
+    session: Session, *, tenant_id: str, events: Sequence[Event], commit: bool = True
 ) -> IngestResult:
     """Store validated events in one transaction (rolled back as a whole on any error)."""
     try:
@@ -249,19 +386,8 @@ def store_events(
             session, tenant_id=tenant_id, keys=(ev.item_id for ev in events)
         )
         if session.get_bind().dialect.name == "postgresql":
-            tuples = [
-                (
-                    tenant_id,
-                    ev.user_id,
-                    items[ev.item_id],
-                    ev.event_type,
-                    ev.value,
-                    ev.timestamp,
-                    ev.event_id,
-                )
-                for ev in events
-            ]
-            stored = _copy_insert(session.connection(), tenant_id, tuples)
+            tuples = [(tenant_id, ev.user_id, items[ev.item_id], *ev[2:]) for ev in events]
+            stored = _copy_insert(_raw(session), tenant_id, tuples)
         else:
             dicts = [
                 {
@@ -297,5 +423,5 @@ def ingest(
     event_weights: Mapping[str, float],
     max_events: int,
 ) -> IngestResult:
-    events = validate_events(raw_events, event_types=event_weights.keys(), max_events=max_events)
+    events = validate_events(raw_events, event_types=set(event_weights), max_events=max_events)
     return store_events(session, tenant_id=tenant_id, events=events)

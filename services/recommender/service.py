@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -177,10 +178,17 @@ class ModelStore:
             st = self._tenants.setdefault(tenant_id, TenantState())
         if time.monotonic() - st.checked_at < self.check_interval_s:
             return st
-        with st.lock:
+        # While one request refreshes a tenant that already has a state, the others answer
+        # from that state rather than queue behind the refresh's queries (a p99 spike every
+        # check interval otherwise); only a tenant's very first request waits.
+        if not st.lock.acquire(blocking=st.checked_at < 0):
+            return st
+        try:
             if time.monotonic() - st.checked_at >= self.check_interval_s:
                 self._refresh(session, tenant_id, st)
                 st.checked_at = time.monotonic()
+        finally:
+            st.lock.release()
         return st
 
     def _refresh(self, session: Session, tenant_id: str, st: TenantState) -> None:
@@ -321,31 +329,70 @@ def resolve_ids(session: Session, tenant_id: str, keys: Iterable[str]) -> dict[s
     return found
 
 
+def _driver(session: Session) -> psycopg.Connection[Any] | None:
+    """The session's psycopg connection on PostgreSQL (None elsewhere), for the per-request
+    queries: through the ORM each costs ~0.3 ms of Python, the query itself ~0.07 ms."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    raw = session.connection().connection.driver_connection
+    return raw if isinstance(raw, psycopg.Connection) else None
+
+
+# By primary key only, the tenant checked in Python: with `tenant_id = %s` in the WHERE clause
+# and table statistics that lag a bulk import, PostgreSQL ANDs in a scan of the tenant's whole
+# index range (9 ms at 60k items instead of 0.1 ms).
+_SQL_ROWS = (
+    "SELECT id, tenant_id, external_id, title, kind, metadata FROM content_items WHERE id = ANY(%s)"
+)
+_SQL_HISTORY = (
+    "SELECT item_id, event_type, value FROM interactions WHERE tenant_id = %s AND user_id = %s "
+    "ORDER BY occurred_at DESC, id DESC LIMIT %s"
+)
+
+_SQL_TAGS = "SELECT content_id, name FROM tags WHERE content_id = ANY(%s) AND origin = ANY(%s)"
+_VISIBLE_ORIGINS = [o.value for o in VISIBLE_TAGS]
+
+
 def _fetch_rows(
     session: Session, tenant_id: str, cids: Iterable[str], *, with_tags: bool
 ) -> dict[str, ItemRow]:
     ids = list(dict.fromkeys(cids))
     if not ids:
         return {}
-    rows = {
-        r.id: ItemRow(r.id, r.external_id, r.title, r.kind, r.meta or {})
-        for r in session.execute(
-            select(
-                ContentItem.id,
-                ContentItem.external_id,
-                ContentItem.title,
-                ContentItem.kind,
-                ContentItem.meta,
-            ).where(ContentItem.tenant_id == tenant_id, ContentItem.id.in_(ids))
-        )
-    }
-    if with_tags and rows:
-        for cid, name in session.execute(
-            select(Tag.content_id, Tag.name).where(
-                Tag.content_id.in_(list(rows)), Tag.origin.in_(VISIBLE_TAGS)
+    raw = _driver(session)
+    if raw is not None:
+        with raw.cursor() as cur:
+            cur.execute(_SQL_ROWS, (ids,))
+            rows = {
+                cid: ItemRow(cid, ext, title, kind, meta or {})
+                for cid, tenant, ext, title, kind, meta in cur.fetchall()
+                if tenant == tenant_id
+            }
+            if with_tags and rows:
+                cur.execute(_SQL_TAGS, (list(rows), _VISIBLE_ORIGINS))
+                for cid, name in cur.fetchall():
+                    rows[cid].tags.add(name)
+    else:
+        rows = {
+            r.id: ItemRow(r.id, r.external_id, r.title, r.kind, r.meta or {})
+            for r in session.execute(
+                select(
+                    ContentItem.id,
+                    ContentItem.external_id,
+                    ContentItem.title,
+                    ContentItem.kind,
+                    ContentItem.meta,
+                ).where(ContentItem.tenant_id == tenant_id, ContentItem.id.in_(ids))
             )
-        ):
-            rows[cid].tags.add(name)
+        }
+        if with_tags and rows:
+            for cid, name in session.execute(
+                select(Tag.content_id, Tag.name).where(
+                    Tag.content_id.in_(list(rows)), Tag.origin.in_(VISIBLE_TAGS)
+                )
+            ):
+                rows[cid].tags.add(name)
+    if with_tags:
         for row in rows.values():
             row.has_tags = True
     return rows
@@ -394,13 +441,32 @@ def pair_similarity(model: Recommender, rows: np.ndarray, cols: np.ndarray) -> n
     return np.zeros((len(rows), len(cols)), dtype=np.float32)
 
 
+# Every TOP_SAMPLE-th score is looked at first; see `_top`.
+TOP_SAMPLE = 16
+
+
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, len(scores))
+    """Indices of the ``k`` best finite scores, best first.
+
+    A full argpartition of 100k scores costs ~0.5 ms per request. The k-th best of every 16th
+    score is a lower bound of the k-th best of all of them, so the exact top-k lies among the
+    scores at or above it (about 16 * k of them): partition the sample, then only those
+    (0.04 ms instead of 0.43 ms at 60k items).
+    """
+    n = len(scores)
+    k = min(k, n)
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-scores, k - 1)[:k]
-    part = part[np.isfinite(scores[part])]
-    return part[np.argsort(-scores[part], kind="stable")]
+    sample = scores[::TOP_SAMPLE]
+    if len(sample) > 4 * k:
+        bound = np.partition(sample, len(sample) - k)[len(sample) - k]
+        pool = np.flatnonzero(scores >= bound) if np.isfinite(bound) else np.arange(n)
+    else:
+        pool = np.arange(n)
+    if len(pool) > k:
+        pool = pool[np.argpartition(-scores[pool], k - 1)[:k]]
+    pool = pool[np.isfinite(scores[pool])]
+    return pool[np.argsort(-scores[pool], kind="stable")]
 
 
 class Recommendations:
@@ -418,12 +484,19 @@ class Recommendations:
         weights = self.st.config.event_weights
         totals: dict[str, float] = {}
         order: list[str] = []
-        rows = self.session.execute(
-            select(Interaction.item_id, Interaction.event_type, Interaction.value)
-            .where(Interaction.tenant_id == self.tenant_id, Interaction.user_id == user_id)
-            .order_by(Interaction.occurred_at.desc(), Interaction.id.desc())
-            .limit(MAX_HISTORY)
-        )
+        raw = _driver(self.session)
+        rows: Iterable[Any]
+        if raw is not None:
+            with raw.cursor() as cur:
+                cur.execute(_SQL_HISTORY, (self.tenant_id, user_id, MAX_HISTORY))
+                rows = cur.fetchall()
+        else:
+            rows = self.session.execute(
+                select(Interaction.item_id, Interaction.event_type, Interaction.value)
+                .where(Interaction.tenant_id == self.tenant_id, Interaction.user_id == user_id)
+                .order_by(Interaction.occurred_at.desc(), Interaction.id.desc())
+                .limit(MAX_HISTORY)
+            )
         for item, etype, value in rows:
             w = weights.get(etype, 0.0) * (1.0 if value is None else value)
             if item not in totals:

@@ -8,6 +8,7 @@ the tenant header, SQL fold-in, model artefacts written by the worker process.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,11 +20,13 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
+from services.gateway.interactions import ingest as ingest_events
 from services.gateway.main import create_app
 from services.recommender.main import create_app as create_recommender
 from shared.config import RecommenderSettings
 from shared.db.models import ContentItem, Embedding, Interaction, Tag
 from shared.db.session import session_scope
+from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS
 from tests.conftest import REDIS_SERVER, Stack, WorkerProcess
 from tests.helpers import auth, wait_job
 
@@ -313,3 +316,111 @@ def test_recommender_down_is_a_503_in_the_error_shape(client: TestClient, stack:
     )
     r = client.get("/v1/users/u/recommendations", headers=auth(key))
     assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable"
+
+
+def _count(url: str, tenant: str) -> tuple[int, int]:
+    with session_scope(url) as s:
+        events = s.scalar(select(func.count()).where(Interaction.tenant_id == tenant))
+        items = s.scalar(select(func.count()).where(ContentItem.tenant_id == tenant))
+    return int(events or 0), int(items or 0)
+
+
+def _send_twice_at_once(url: str, tenant: str, events: list[dict[str, Any]]) -> list[Any]:
+    barrier = threading.Barrier(2)
+    results: list[Any] = []
+
+    def send() -> None:
+        with session_scope(url) as s:
+            barrier.wait()
+            results.append(
+                ingest_events(
+                    s,
+                    tenant_id=tenant,
+                    raw_events=events,
+                    event_weights=DEFAULT_EVENT_WEIGHTS,
+                    max_events=10_000,
+                )
+            )
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_concurrent_retries_of_one_batch_store_it_once(stack: Stack) -> None:
+    """A CMS that times out and resends while the first request is still running: both
+    requests race on the same event ids and the same new items; the batch counts once."""
+    url = stack.gateway_settings().sqlalchemy_url
+    events = planted_events()[:300]
+    items = len({e["item_id"] for e in events})
+    for attempt in range(4):
+        tenant, _ = stack.new_key()
+        before = 0
+        if attempt % 2:
+            # Items known already: both requests reach the COPY of the events at once, and
+            # on PostgreSQL the loser's COPY fails on the unique key and is redone by
+            # INSERT ... ON CONFLICT DO NOTHING. Otherwise they race on creating the items.
+            earlier = [{**e, "event_id": f"earlier-{e['event_id']}"} for e in events]
+            with session_scope(url) as s:
+                ingest_events(
+                    s, tenant_id=tenant, raw_events=earlier,
+                    event_weights=DEFAULT_EVENT_WEIGHTS, max_events=10_000,
+                )  # fmt: skip
+            before = len(earlier)
+        results = _send_twice_at_once(url, tenant, events)
+        assert len(results) == 2, "an ingest failed instead of treating the race as a retry"
+        assert sorted(r.stored for r in results) == [0, len(events)]
+        assert sum(r.items_created for r in results) == (0 if before else items)
+        assert _count(url, tenant) == (before + len(events), items)
+
+
+def test_bulk_ingest_creates_many_items_and_accepts_our_content_ids(stack: Stack) -> None:
+    url = stack.gateway_settings().sqlalchemy_url
+    tenant, _ = stack.new_key()
+    total = 0
+    # Several batches of thousands of new items each: the path that slowed down as the
+    # catalogue grew (see bench/bench_reco_latency.py).
+    for batch in range(3):
+        events = [
+            {"user_id": f"u{i % 97}", "item_id": f"b{batch}-{i}", "event_type": "view"}
+            for i in range(2500)
+        ]
+        with session_scope(url) as s:
+            res = ingest_events(
+                s,
+                tenant_id=tenant,
+                raw_events=events,
+                event_weights=DEFAULT_EVENT_WEIGHTS,
+                max_events=10_000,
+            )
+        total += len(events)
+        assert (res.stored, res.items_created) == (2500, 2500)
+    assert _count(url, tenant) == (total, total)
+    with session_scope(url) as s:
+        cid = s.scalar(
+            select(ContentItem.id).where(
+                ContentItem.tenant_id == tenant, ContentItem.external_id == "b0-7"
+            )
+        )
+        assert cid is not None
+        mixed = [
+            {"user_id": "z", "item_id": cid, "event_type": "like"},
+            {"user_id": "z", "item_id": "b0-7", "event_type": "view", "value": 2},
+            {"user_id": "z", "item_id": "brand-new", "event_type": "view"},
+        ]
+        res = ingest_events(
+            s, tenant_id=tenant, raw_events=mixed, event_weights=DEFAULT_EVENT_WEIGHTS,
+            max_events=10_000,
+        )  # fmt: skip
+        assert (res.stored, res.items_created) == (3, 1)
+        rows = s.execute(
+            select(Interaction.item_id, Interaction.value)
+            .where(Interaction.tenant_id == tenant, Interaction.user_id == "z")
+            .order_by(Interaction.id)
+        ).all()
+    assert [r[0] for r in rows[:2]] == [cid, cid]
+    assert rows[1][1] == 2.0
+    assert _count(url, tenant) == (total + 3, total + 1)

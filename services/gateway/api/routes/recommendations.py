@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select, update
 
 from services.gateway.api.deps import CeleryDep, ReaderDep, SessionDep, SettingsDep, WriterDep
@@ -198,7 +198,7 @@ def activate_model(
     return _version_public(mv)
 
 
-async def _forward(request: Request, tenant_id: str, path: str) -> JSONResponse:
+async def _forward(request: Request, tenant_id: str, path: str) -> Response:
     client: httpx.AsyncClient = request.app.state.recommender
     try:
         r = await client.get(
@@ -210,15 +210,17 @@ async def _forward(request: Request, tenant_id: str, path: str) -> JSONResponse:
         raise ApiError(504, "the recommender service did not answer in time") from exc
     except httpx.TransportError as exc:
         raise ApiError(503, f"the recommender service is unreachable: {exc}") from exc
+    if r.status_code < 500 and r.headers.get("content-type", "").startswith("application/json"):
+        # The recommender already speaks our error shape and its 4xx (404, 422) are the
+        # caller's: pass its JSON through as bytes instead of decoding and re-encoding it.
+        return Response(r.content, status_code=r.status_code, media_type="application/json")
     try:
         payload: Any = r.json()
     except ValueError as exc:
         raise ApiError(
             502, f"the recommender service answered {r.status_code} without JSON"
         ) from exc
-    # The recommender already speaks our error shape; its 4xx (404, 422) are the caller's.
-    status = r.status_code if r.status_code < 500 else 502
-    return JSONResponse(payload, status_code=status)
+    return JSONResponse(payload, status_code=r.status_code if r.status_code < 500 else 502)
 
 
 @router.get(
@@ -227,9 +229,7 @@ async def _forward(request: Request, tenant_id: str, path: str) -> JSONResponse:
     summary="Top items for a user (query: limit, exclude_seen, tag, kind, metadata, exclude, "
     "diversity, seed_items)",
 )
-async def user_recommendations(
-    user_id: str, request: Request, principal: ReaderDep
-) -> JSONResponse:
+async def user_recommendations(user_id: str, request: Request, principal: ReaderDep) -> Response:
     path = f"/internal/v1/users/{quote(user_id, safe='')}/recommendations"
     return await _forward(request, principal.tenant_id, path)
 
@@ -239,6 +239,6 @@ async def user_recommendations(
     response_model=RecommendationList,
     summary="Items like this one (query: limit, mode=cf|content|blend, filters as above)",
 )
-async def similar_items(item_id: str, request: Request, principal: ReaderDep) -> JSONResponse:
+async def similar_items(item_id: str, request: Request, principal: ReaderDep) -> Response:
     path = f"/internal/v1/items/{quote(item_id, safe='')}/similar"
     return await _forward(request, principal.tenant_id, path)

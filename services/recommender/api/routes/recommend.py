@@ -7,11 +7,12 @@ There is no API-key check here: the gateway authenticates the caller and passes 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter
 
 from services.recommender.service import ModelStore, Recommendations
 from services.recommender.service import Query as RecoQuery
@@ -21,25 +22,16 @@ from shared.schemas.recommendations import TENANT_HEADER, RecommendationList
 router = APIRouter(prefix="/internal/v1", tags=["recommend"])
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    session: Session = request.app.state.sessionmaker()
-    try:
-        yield session
-    finally:
-        session.close()
-
-
-def get_tenant(tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> str:
+async def get_tenant(tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> str:
     if not tenant:
         raise ApiError(401, f"missing {TENANT_HEADER} header (set by the gateway)")
     return tenant
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
-def reco_query(
+async def reco_query(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     exclude_seen: bool = True,
     tag: Annotated[list[str] | None, Query(description="item must carry every tag")] = None,
@@ -76,21 +68,35 @@ def reco_query(
 QueryDep = Annotated[RecoQuery, Depends(reco_query)]
 
 
-def _service(request: Request, session: Session, tenant_id: str) -> Recommendations:
+JSON = "application/json"
+_encoder = TypeAdapter(RecommendationList)
+
+
+def _answer(
+    request: Request, tenant_id: str, ask: Callable[[Recommendations], RecommendationList]
+) -> bytes:
+    """One request's whole blocking part: session, tenant state, SQL, scoring, JSON bytes."""
     store: ModelStore = request.app.state.models
-    return Recommendations(session, tenant_id, store.state(session, tenant_id))
+    with request.app.state.sessionmaker() as session:
+        result = ask(Recommendations(session, tenant_id, store.state(session, tenant_id)))
+    return _encoder.dump_json(result)
 
 
-# Plain `def`: scoring is numpy and SQL, so FastAPI runs it in its thread pool.
+# The dependencies above are `async def` (header and query parsing only) and the handler hands
+# the SQL and numpy part to the thread pool in one piece: FastAPI would otherwise give every sync
+# dependency, the session generator and the handler a thread-pool hop of their own, and
+# validate the returned model against `response_model` once more before encoding it.
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationList)
-def user_recommendations(
-    user_id: str, request: Request, tenant_id: TenantDep, session: SessionDep, q: QueryDep
-) -> RecommendationList:
-    return _service(request, session, tenant_id).for_user(user_id, q)
+async def user_recommendations(
+    user_id: str, request: Request, tenant_id: TenantDep, q: QueryDep
+) -> Response:
+    body = await run_in_threadpool(_answer, request, tenant_id, lambda r: r.for_user(user_id, q))
+    return Response(body, media_type=JSON)
 
 
 @router.get("/items/{item_id}/similar", response_model=RecommendationList)
-def similar_items(
-    item_id: str, request: Request, tenant_id: TenantDep, session: SessionDep, q: QueryDep
-) -> RecommendationList:
-    return _service(request, session, tenant_id).similar(item_id, q)
+async def similar_items(
+    item_id: str, request: Request, tenant_id: TenantDep, q: QueryDep
+) -> Response:
+    body = await run_in_threadpool(_answer, request, tenant_id, lambda r: r.similar(item_id, q))
+    return Response(body, media_type=JSON)
