@@ -61,6 +61,8 @@ class GatewaySettings(CommonSettings):
     max_metadata_bytes: int = 64 * 1024
     max_batch_items: int = 100
     max_interaction_events: int = 10_000
+    # Seconds a verified API key is trusted without a database lookup (revocation delay).
+    api_key_cache_s: float = 5.0
     recommender_url: str = "http://127.0.0.1:8001"
     recommender_timeout_s: float = 5.0
 

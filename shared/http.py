@@ -118,20 +118,37 @@ class RequestMetrics:
         self.service = service
 
     def install(self, app: FastAPI) -> None:
-        @app.middleware("http")
-        async def _measure(request: Request, call_next):  # type: ignore[no-untyped-def]
-            start = time.perf_counter()
-            status = 500
-            try:
-                response = await call_next(request)
-                status = response.status_code
-                return response
-            finally:
-                route = request.scope.get("route")
-                template = getattr(route, "path", "unmatched")
-                self.histogram.labels(self.service, request.method, template, str(status)).observe(
-                    time.perf_counter() - start
-                )
+        app.add_middleware(_MetricsMiddleware, metrics=self)
+
+
+class _MetricsMiddleware:
+    """Plain ASGI: `@app.middleware("http")` costs about 0.2 ms a request in Starlette."""
+
+    def __init__(self, app: ASGIApp, *, metrics: RequestMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.histogram.labels(
+                self.metrics.service, scope["method"], template, str(status)
+            ).observe(time.perf_counter() - start)
 
 
 class BodySizeLimit:

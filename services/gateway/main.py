@@ -11,6 +11,7 @@ import redis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.gateway.api.deps import KeyCache
 from services.gateway.api.metrics import JobsCollector
 from services.gateway.api.routes import (
     content,
@@ -51,6 +52,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.sessionmaker = get_sessionmaker(settings.sqlalchemy_url)
     app.state.storage = open_storage(settings.storage_url)
+    app.state.key_cache = KeyCache(settings.api_key_cache_s)
     app.state.celery = create_celery(WorkerSettings(redis_url=settings.redis_url))
     app.state.redis = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=2

@@ -229,3 +229,16 @@ def test_declared_oversize_body_is_refused_before_reading(client: TestClient, st
         content=body,
     )
     _assert_error(r, 413)
+
+
+def test_revoked_key_is_refused(stack: Stack) -> None:
+    from shared.auth import revoke_key
+    from shared.db.models import ApiKey
+
+    with TestClient(create_app(stack.gateway_settings(api_key_cache_s=0))) as c:
+        tenant_id, key = stack.new_key()
+        assert c.get("/v1/content", headers=auth(key)).status_code == 200
+        with session_scope(stack.gateway_settings().sqlalchemy_url) as s:
+            row = s.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id)).one()
+            revoke_key(s, key_id=row.id)
+        _assert_error(c.get("/v1/content", headers=auth(key)), 401, "unauthorized")

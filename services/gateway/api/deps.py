@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from shared.auth import lookup_key
+from shared.auth import hash_key, lookup_key
 from shared.config import GatewaySettings
 from shared.http import ApiError
 from shared.storage import BlobStorage
@@ -56,32 +58,75 @@ class Principal:
             raise ApiError(403, f"this API key lacks the {scope!r} scope", code="forbidden")
 
 
-def get_principal(
-    session: SessionDep,
+class KeyCache:
+    """Recently verified keys, so the hot path skips a database round trip per request.
+
+    Only valid keys are cached (random keys cannot grow it), for ``ttl`` seconds: a revoked
+    key keeps working for at most that long on each gateway process.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 10_000):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, key_hash: str) -> Principal | None:
+        hit = self._entries.get(key_hash)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key_hash: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key_hash] = (time.monotonic() + self.ttl, principal)
+
+
+def _lookup(sessionmaker: sessionmaker[Session], plaintext: str) -> Principal | None:
+    with sessionmaker() as session:
+        key = lookup_key(session, plaintext=plaintext)
+        if key is None:
+            return None
+        return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
+
+
+async def get_principal(
+    request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    # async, with the database call pushed to a thread only on a cache miss: a sync dependency
+    # costs a thread-pool hop on every request.
     challenge = {"WWW-Authenticate": "Bearer"}
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise ApiError(
             401, "missing API key: send `Authorization: Bearer <key>`", headers=challenge
         )
-    key = lookup_key(session, plaintext=creds.credentials)
-    if key is None:
-        raise ApiError(401, "invalid or revoked API key", headers=challenge)
-    return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
+    cache: KeyCache = request.app.state.key_cache
+    key_hash = hash_key(creds.credentials)
+    principal = cache.get(key_hash)
+    if principal is None:
+        principal = await run_in_threadpool(
+            _lookup, request.app.state.sessionmaker, creds.credentials
+        )
+        if principal is None:
+            raise ApiError(401, "invalid or revoked API key", headers=challenge)
+        cache.put(key_hash, principal)
+    return principal
 
 
-def reader(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def reader(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     principal.require("read")
     return principal
 
 
-def writer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def writer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     principal.require("write")
     return principal
 
 
-def admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     principal.require("admin")
     return principal
 
