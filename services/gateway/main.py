@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 import redis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -22,6 +21,7 @@ from services.gateway.api.routes import (
     tagging,
     webhooks,
 )
+from services.gateway.recommender_client import RecommenderClient
 from shared.config import GatewaySettings, WorkerSettings, gateway_settings
 from shared.db.session import get_sessionmaker
 from shared.http import BodySizeLimit, RequestMetrics, install_error_handlers
@@ -36,11 +36,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(
-            base_url=settings.recommender_url, timeout=settings.recommender_timeout_s
-        ) as client:
-            app.state.recommender = client
-            yield
+        yield
+        await app.state.recommender.close()
         app.state.redis.close()
 
     app = FastAPI(
@@ -52,6 +49,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.sessionmaker = get_sessionmaker(settings.sqlalchemy_url)
     app.state.storage = open_storage(settings.storage_url)
+    app.state.recommender = RecommenderClient(
+        settings.recommender_url, timeout_s=settings.recommender_timeout_s
+    )
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
     app.state.celery = create_celery(WorkerSettings(redis_url=settings.redis_url))
     app.state.redis = redis.Redis.from_url(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TextGenerateRequest(BaseModel):
@@ -17,6 +17,13 @@ class TextGenerateRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=16)
     stop: list[str] = Field(default_factory=list, max_length=8)
     model_version: str | None = Field(default=None, max_length=100)
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: list[str]) -> list[str]:
+        if any(not s for s in value):
+            raise ValueError("stop strings must not be empty")
+        return value
 
 
 class ImagesGenerateRequest(BaseModel):

@@ -1,6 +1,6 @@
 """Interactions -> SQL -> real Celery training job -> recommender service, via the gateway.
 
-The recommender runs in-process (ASGI transport) and the gateway's ``app.state.recommender``
+The recommender runs in this process on a loopback port (uvicorn in a thread) and the gateway
 points at it, so every request takes the production path: gateway auth, HTTP forwarding with
 the tenant header, SQL fold-in, model artefacts written by the worker process.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,11 +18,13 @@ import httpx
 import numpy as np
 import pytest
 import redis
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from services.gateway.interactions import ingest as ingest_events
 from services.gateway.main import create_app
+from services.gateway.recommender_client import RecommenderClient
 from services.recommender.main import create_app as create_recommender
 from shared.config import RecommenderSettings
 from shared.db.models import ContentItem, Embedding, Interaction, Tag
@@ -66,11 +69,22 @@ def client(stack: Stack, worker: WorkerProcess) -> Iterator[TestClient]:
             model_check_interval_s=0.0,
         )
     )
-    with TestClient(create_app(stack.gateway_settings())) as c:
-        c.app.state.recommender = httpx.AsyncClient(  # type: ignore[attr-defined]
-            transport=httpx.ASGITransport(app=reco), base_url="http://reco"
-        )
-        yield c
+    server = uvicorn.Server(
+        uvicorn.Config(reco, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (server.started and server.servers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    settings = stack.gateway_settings(recommender_url=f"http://127.0.0.1:{port}")
+    try:
+        with TestClient(create_app(settings)) as c:
+            yield c
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def planted_events(held_out: str = "c0-8") -> list[dict[str, Any]]:
@@ -311,8 +325,8 @@ def test_tenants_are_isolated(client: TestClient, stack: Stack) -> None:
 
 def test_recommender_down_is_a_503_in_the_error_shape(client: TestClient, stack: Stack) -> None:
     _, key = stack.new_key()
-    client.app.state.recommender = httpx.AsyncClient(  # type: ignore[attr-defined]
-        base_url="http://127.0.0.1:9", timeout=2
+    client.app.state.recommender = RecommenderClient(  # type: ignore[attr-defined]
+        "http://127.0.0.1:9", timeout_s=2
     )
     r = client.get("/v1/users/u/recommendations", headers=auth(key))
     assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable"

@@ -94,8 +94,6 @@ async def generate_text(
     Answers 200 with the texts when they are ready within ``wait`` seconds, else 202 with the
     job id to poll. Runs on the `generation` queue, never behind training jobs."""
     _check_model(settings, "text_generator", principal.tenant_id, body.model_version)
-    if any(not s for s in body.stop):
-        raise ApiError(422, "stop strings must not be empty")
     job = _enqueue(
         session, celery, principal.tenant_id, "generate_text", body.model_dump(mode="json")
     )

@@ -7,10 +7,10 @@ header, which is why it listens on loopback (or a private network) only.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from services.gateway.api.deps import CeleryDep, ReaderDep, SessionDep, SettingsDep, WriterDep
 from services.gateway.interactions import ingest
+from services.gateway.recommender_client import RecommenderClient
 from shared.db.models import ModelVersion
 from shared.http import ApiError
 from shared.jobs import new_job, publish
@@ -199,28 +200,19 @@ def activate_model(
 
 
 async def _forward(request: Request, tenant_id: str, path: str) -> Response:
-    client: httpx.AsyncClient = request.app.state.recommender
-    try:
-        r = await client.get(
-            path,
-            params=list(request.query_params.multi_items()),
-            headers={TENANT_HEADER: tenant_id},
-        )
-    except httpx.TimeoutException as exc:
-        raise ApiError(504, "the recommender service did not answer in time") from exc
-    except httpx.TransportError as exc:
-        raise ApiError(503, f"the recommender service is unreachable: {exc}") from exc
-    if r.status_code < 500 and r.headers.get("content-type", "").startswith("application/json"):
+    client: RecommenderClient = request.app.state.recommender
+    status, ctype, body = await client.get(
+        path, params=request.query_params.multi_items(), headers={TENANT_HEADER: tenant_id}
+    )
+    if status < 500 and ctype.startswith("application/json"):
         # The recommender already speaks our error shape and its 4xx (404, 422) are the
         # caller's: pass its JSON through as bytes instead of decoding and re-encoding it.
-        return Response(r.content, status_code=r.status_code, media_type="application/json")
+        return Response(body, status_code=status, media_type="application/json")
     try:
-        payload: Any = r.json()
+        payload: Any = json.loads(body)
     except ValueError as exc:
-        raise ApiError(
-            502, f"the recommender service answered {r.status_code} without JSON"
-        ) from exc
-    return JSONResponse(payload, status_code=r.status_code if r.status_code < 500 else 502)
+        raise ApiError(502, f"the recommender service answered {status} without JSON") from exc
+    return JSONResponse(payload, status_code=status if status < 500 else 502)
 
 
 @router.get(
