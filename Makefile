@@ -12,9 +12,15 @@ export ATELIER_MODELS_DIR ?= $(CURDIR)/var/models
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# cairosvg (rendering the OpenMoji icons the default GAN trains on) needs the system libcairo.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@$(BIN)/python -c "import cairosvg" 2>/dev/null || { \
+	  echo "installing libcairo2 (system library cairosvg needs)"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q libcairo2; }
 	touch $@
 
 install: $(STAMP)
