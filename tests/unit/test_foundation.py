@@ -15,7 +15,7 @@ from shared.config import CommonSettings, GatewaySettings
 from shared.inference.manifest import Manifest, publish_model_dir, read_manifest, write_manifest
 from shared.inference.registry import active_version, set_active_version
 from shared.storage import FileSystemStorage, PayloadTooLarge, open_storage
-from workers.tagging.imaging import hamming, open_image, perceptual_hash, thumbnail_webp
+from workers.tagging.imaging import encode_webp, hamming, open_image, perceptual_hash, thumbnail
 
 
 def test_settings_read_env_and_accept_unprefixed_urls(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,8 +86,8 @@ def test_open_image_handles_modes_and_thumbnails() -> None:
     rgba.save(buf, "PNG")
     im = open_image(buf.getvalue())
     assert im.mode == "RGB" and im.getpixel((0, 0)) == (255, 255, 255)
-    webp, w, h = thumbnail_webp(Image.fromarray(data.astronaut()), 256)
-    assert (w, h) == (256, 256) and webp[:4] == b"RIFF"
+    thumb = thumbnail(Image.fromarray(data.astronaut()), 256)
+    assert thumb.size == (256, 256) and encode_webp(thumb)[:4] == b"RIFF"
 
 
 def test_model_publication_is_atomic_and_versioned(tmp_path: Path) -> None:
