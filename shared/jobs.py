@@ -28,13 +28,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; every timestamp we write is UTC.
-    if dt is not None and dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt
-
-
 def new_job(
     session: Session,
     *,
@@ -176,7 +169,7 @@ def sweep(
     running = session.scalars(select(Job).where(Job.status == JobStatus.running)).all()
     for job in running:
         limit = stale_after.get(job.queue, max(stale_after.values()))
-        updated = _aware(job.updated_at)
+        updated = job.updated_at
         if updated is None or updated > now - limit:
             continue
         jt = JOB_TYPES[job.type]

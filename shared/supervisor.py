@@ -105,8 +105,6 @@ class Supervisor:
         raise RuntimeError(f"private Redis did not start; see {data / 'redis.log'}")
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log_dir = self.var_dir / "log"
-        log_dir.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(args, env=env, start_new_session=True)
         self.procs.append((name, proc))
         _say(f"started {name} (pid {proc.pid})")

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,20 +38,28 @@ def _libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    name = f"atelier_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def scratch_pg_database(prefix: str) -> Iterator[str]:
+    """A throw-away PostgreSQL database on the test server, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(_libpq(PG_SERVER), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_SERVER.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
-    upgrade(url)
-    yield url
-    from shared.db.session import get_engine
+    url = f"{PG_SERVER.rsplit('/', 1)[0]}/{name}"
+    try:
+        yield url
+    finally:
+        from shared.db.session import get_engine
 
-    get_engine(url).dispose()
-    with psycopg.connect(_libpq(PG_SERVER), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        get_engine(url).dispose()
+        with psycopg.connect(_libpq(PG_SERVER), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with scratch_pg_database("atelier_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -97,8 +97,11 @@ def run_task(task: Task, job_id: str, handler: Handler) -> str | None:
             _notify(job_id)
         return status
     except TRANSIENT as exc:
+        if task.request.retries >= MAX_RETRIES:
+            _give_up(job_id, exc)
+            raise
         # Retrying publishes a new message; the job stays claimable because its status is
-        # reset to queued by this delivery's failure path below.
+        # reset to queued first.
         countdown = min(60, 2**task.request.retries)
         log.warning("job %s hit a transient error (%s); retry in %ss", job_id, exc, countdown)
         _release(job_id)

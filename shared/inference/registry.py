@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,23 +87,6 @@ class ModelRegistry:
             return self.get(name, cls)
         except ModelError:
             return None
-
-    def evict(self, name: str) -> None:
-        with self._lock:
-            self._cache.pop(name, None)
-
-
-_default: ModelRegistry | None = None
-_default_lock = threading.Lock()
-
-
-def process_registry(factory: Callable[[], ModelRegistry]) -> ModelRegistry:
-    """The registry of this worker process, created on first use."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = factory()
-        return _default
 
 
 def tenant_model_name(base: str, tenant_id: str) -> str:

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from shared.schemas import UTCDateTime
 
 
 class ContentCreate(BaseModel):
@@ -53,8 +52,8 @@ class ContentPublic(BaseModel):
     duplicate_of: str | None
     assets: list[AssetPublic]
     tags: list[TagPublic]
-    created_at: UTCDateTime
-    updated_at: UTCDateTime
+    created_at: datetime
+    updated_at: datetime
 
 
 class ContentAccepted(BaseModel):
@@ -85,10 +84,3 @@ class TagsCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tags: list[TagCreate] = Field(min_length=1, max_length=100)
-
-
-class TagReview(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=200)
-    decision: Literal["accept", "reject"]

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-
-from shared.schemas import UTCDateTime
 
 
 class JobPublic(BaseModel):
@@ -18,6 +17,6 @@ class JobPublic(BaseModel):
     content_id: str | None
     attempts: int
     cancel_requested: bool
-    created_at: UTCDateTime
-    started_at: UTCDateTime | None
-    finished_at: UTCDateTime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

@@ -33,10 +33,6 @@ class InteractionIn(BaseModel):
     event_id: str | None = Field(default=None, min_length=1, max_length=255)
 
 
-class InteractionBatch(BaseModel):
-    events: list[dict[str, Any]]
-
-
 class InteractionsAccepted(BaseModel):
     received: int
     stored: int = Field(description="new events; the rest were already stored (same event_id)")

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from datetime import datetime
 
-from shared.schemas import UTCDateTime
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 
 class WebhookCreate(BaseModel):
@@ -17,7 +17,7 @@ class WebhookPublic(BaseModel):
     url: str
     job_types: list[str]
     active: bool
-    created_at: UTCDateTime
+    created_at: datetime
 
 
 class WebhookCreated(WebhookPublic):

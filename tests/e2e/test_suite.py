@@ -12,16 +12,14 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from skimage import data
 
-from tests.conftest import MODELS_DIR, PG_SERVER, REDIS_SERVER, ROOT, _libpq
+from tests.conftest import MODELS_DIR, REDIS_SERVER, ROOT, scratch_pg_database
 from tests.helpers import jpeg_bytes
 
 pytestmark = pytest.mark.e2e
@@ -103,12 +101,8 @@ def _env(var_dir: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def pg_database() -> Iterator[str]:
-    name = f"atelier_e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_libpq(PG_SERVER), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_SERVER.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(_libpq(PG_SERVER), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_pg_database("atelier_e2e") as url:
+        yield url
 
 
 def _exercise(suite: Suite) -> None:

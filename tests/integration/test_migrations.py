@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -14,7 +12,7 @@ from sqlalchemy import create_engine
 
 from shared.db.migrate import downgrade, upgrade
 from shared.db.models import Base
-from tests.conftest import PG_SERVER, _libpq
+from tests.conftest import scratch_pg_database
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +22,8 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'm.db'}"
         return
-    name = f"atelier_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_libpq(PG_SERVER), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_SERVER.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(_libpq(PG_SERVER), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_pg_database("atelier_mig") as url:
+        yield url
 
 
 def test_upgrade_downgrade_upgrade_and_no_drift(empty_db: str) -> None:

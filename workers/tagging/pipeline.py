@@ -35,8 +35,6 @@ from workers.tagging.imaging import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_MODEL = "image_tagger"
-TEXT_MODEL = "text_embedder"
 IMAGE_LABEL_TEMPLATE = "a photo of {}"
 IMAGE_VOCAB_TOP_LABELS = 5
 IMAGE_VOCAB_SLOPE = 20.0
@@ -59,15 +57,11 @@ def mark_content_failed(session: Session, content_id: str) -> None:
         session.commit()
 
 
-def prepare_image(ctx: WorkerContext, session: Session, item: ContentItem) -> Any | None:
-    """Decode the original, store size, thumbnail and pHash, and flag near-duplicates."""
-    return prepare_images(ctx, session, [item])[0]
-
-
 def prepare_images(
     ctx: WorkerContext, session: Session, items: Sequence[ContentItem]
 ) -> list[Any | None]:
-    """:func:`prepare_image` for many items, with one near-duplicate query for all of them.
+    """Decode originals, store size, thumbnail and pHash, and flag near-duplicates, with one
+    near-duplicate query for all the items.
 
     Each original is decoded once, in JPEG draft mode at the smallest DCT scale that still
     serves the thumbnail and the tagger's input (``decode_image``); the thumbnail, the pHash

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shared.inference.manifest import Manifest, publish_model_dir, write_manifest
-from workers.training.rnn import (
+from workers.training.checkpoints import (
     ProgressFn,
     StopFn,
     TrainingCancelled,

@@ -60,11 +60,6 @@ def new_version() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def _epoch(dt: datetime) -> float:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-
-
 def read_interactions(
     session: Session, *, tenant_id: str, event_weights: dict[str, float]
 ) -> tuple[Interactions, int]:
@@ -95,7 +90,7 @@ def read_interactions(
         users.append(user)
         items.append(item)
         weights.append(w * (1.0 if value is None else value))
-        times.append(_epoch(occurred))
+        times.append(occurred.timestamp())
     inter = Interactions.from_arrays(
         np.asarray(users, dtype=object),
         np.asarray(items, dtype=object),

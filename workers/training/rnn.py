@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,40 +29,18 @@ import torch
 from torch import nn
 
 from shared.inference.manifest import Manifest, publish_model_dir, write_manifest
+from workers.training.checkpoints import (
+    ProgressFn,
+    StopFn,
+    TrainingCancelled,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 EOS = 0
 VOCAB_SIZE = 256
 CHECKPOINT_FILE = "text_generator.ckpt"
 CHECKPOINT_FORMAT = 1
-
-ProgressFn = Callable[[dict[str, Any]], None]
-StopFn = Callable[[], bool]
-
-
-class TrainingCancelled(Exception):
-    """``should_stop`` returned True; a checkpoint was written and the run can be resumed."""
-
-    def __init__(self, step: int, checkpoint: Path):
-        super().__init__(f"training cancelled at step {step}; checkpoint at {checkpoint}")
-        self.step = step
-        self.checkpoint = checkpoint
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write atomically: a worker killed mid-write must leave the previous checkpoint usable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _noop_progress(_: dict[str, Any]) -> None:

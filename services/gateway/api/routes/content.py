@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -80,8 +81,6 @@ def _check_fields(fields: ContentCreate, settings: GatewaySettings, *, has_file:
         )
     if not has_file and not (text and text.strip()) and not (fields.title and fields.title.strip()):
         raise ApiError(422, "empty content: send an image `file`, `text` or a `title`")
-    import json
-
     if len(json.dumps(fields.metadata).encode()) > settings.max_metadata_bytes:
         raise ApiError(413, f"metadata exceeds {settings.max_metadata_bytes} bytes")
 
@@ -399,8 +398,6 @@ async def _parse_batch(request: Request, settings: GatewaySettings) -> list[Inco
             raise ApiError(413, f"a batch holds at most {limit} items")
         if not files or not all(isinstance(f, UploadFile) for f in files):
             raise ApiError(422, "send one or more `file` parts")
-        import json
-
         raw_items = _form_str(form, "items")
         specs: list[Any] = []
         if raw_items:
