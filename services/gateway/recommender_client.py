@@ -1,8 +1,7 @@
 """The gateway's client for the recommender's internal API.
 
-aiohttp rather than httpx on this hot path: on loopback a pooled aiohttp GET measured 0.29 ms
-against 1.04 ms for httpx (median of 5 x 300 calls, same toy server), and every
-recommendation request pays it once.
+aiohttp rather than httpx on this hot path: `bench/bench_proxy_client.py` measured a pooled
+loopback GET at 0.30 ms against 1.15 ms for httpx, and every recommendation request pays it.
 """
 
 from __future__ import annotations
