@@ -14,8 +14,11 @@ processes on a shared machine falls on every path alike; figures are items/s, me
 - "torch eager": the same model in PyTorch on the same inputs (documents / pixels), when torch is
   installed (the ``train`` extra).
 - "worker fn": ``workers.tagging.pipeline.tag_items`` called in this process on fresh rows of a
-  throw-away SQLite database (read blobs, decode, thumbnail, pHash, near-duplicates, inference,
-  tags and embeddings stored).
+  throw-away SQLite database (near-duplicates, inference, tags and embeddings stored). Image rows
+  are made as the gateway makes them, with the working copy, thumbnail and pHash it derives from
+  its one decode of the upload (untimed here: that cost is in the "upload" row); the "original
+  only" row is the fallback for images without them (generated images, re-tagging): decode the
+  original, thumbnail, pHash, then the same.
 - "end to end": wall time from the batch upload (``POST /v1/content:batch``) until the job has
   stored every tag, with a real Celery worker process (one process, one ORT thread); "upload" is
   the part spent in the POST itself, and a line below splits the rest (queue pickup, job run,
@@ -68,6 +71,7 @@ from shared.config import GatewaySettings, WorkerSettings  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
 from shared.db.models import Asset, ContentItem, ContentKind  # noqa: E402
 from shared.db.session import session_scope  # noqa: E402
+from shared.imaging import decode_image, make_renditions  # noqa: E402
 from workers.context import WorkerContext  # noqa: E402
 from workers.tagging.image import ImageTagger  # noqa: E402
 from workers.tagging.pipeline import tag_items  # noqa: E402
@@ -111,6 +115,12 @@ def _document_windows(embedder: TextEmbedder, texts: list[str]) -> list[list[int
     for enc in embedder.tokenizer.encode_batch(texts):
         windows += [part.ids for part in [enc, *enc.overflowing][:MAX_DOCUMENT_CHUNKS]]
     return windows
+
+
+def _minilm_flops(batch: int, length: int, d: int = 384, layers: int = 6) -> float:
+    dense = 2 * (4 * d * d + 2 * d * 4 * d)  # Q, K, V, output projections and the FFN
+    attention = 2 * 2 * length * d  # scores and the weighted sum
+    return float(batch * length * layers * (dense + attention))
 
 
 def _timestamp(value: str) -> float:
@@ -256,20 +266,41 @@ def main(argv: list[str] | None = None) -> int:
             _, key = create_api_key(s, tenant_id=tenant.id, scopes=["read", "write"])
             fn_tenant = create_tenant(s, name=f"bench-fn-{uuid.uuid4().hex[:8]}").id
 
-        def worker_fn(texts: list[str] | None = None, blobs: list[bytes] | None = None) -> float:
-            """Seconds ``tag_items`` takes on fresh rows (creating them is not timed)."""
+        def worker_fn(
+            texts: list[str] | None = None,
+            blobs: list[bytes] | None = None,
+            *,
+            renditions: bool = True,
+        ) -> float:
+            """Seconds ``tag_items`` takes on fresh rows (creating them is not timed). Images
+            get the working copy, thumbnail and pHash the gateway makes at upload, unless
+            ``renditions`` is False (generated images, re-tagging: the original is decoded)."""
             with ctx.session() as s:
                 items = []
                 for t in texts or []:
                     items.append(ContentItem(tenant_id=fn_tenant, kind=ContentKind.text, text=t))
                 for b in blobs or []:
                     blob = ctx.storage.put_bytes(b)
-                    w, h = Image.open(io.BytesIO(b)).size
+                    image, (w, h) = decode_image(b, min_size=256)
                     item = ContentItem(tenant_id=fn_tenant, kind=ContentKind.image)
                     item.assets.append(
                         Asset(role="original", storage_key=blob.key, sha256=blob.sha256,
                               mime_type="image/jpeg", byte_size=blob.size, width=w, height=h)
                     )  # fmt: skip
+                    if renditions:
+                        made = make_renditions(
+                            image, working_size=settings.working_copy_size,
+                            thumbnail_size=settings.thumbnail_size,
+                            thumbnail_format=settings.thumbnail_format,
+                        )  # fmt: skip
+                        item.phash = made.phash
+                        for r in made.files:
+                            rb = ctx.storage.put_bytes(r.data)
+                            item.assets.append(
+                                Asset(role=r.role, storage_key=rb.key, sha256=rb.sha256,
+                                      mime_type=r.mime_type, byte_size=rb.size,
+                                      width=r.width, height=r.height)
+                            )  # fmt: skip
                     items.append(item)
                 s.add_all(items)
                 s.commit()
@@ -364,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
                     if torch_image is not None:
                         t.timed(f"{tag}: torch eager", m, lambda s=scale: torch_image(s))
                     t.add(f"{tag}: worker fn (tag_items)", m, worker_fn(blobs=photos[scale]))
+                    t.add(
+                        f"{tag}: worker fn, original only (no working copy)",
+                        m,
+                        worker_fn(blobs=photos[scale], renditions=False),
+                    )
                     e2e(tag, m, files=image_files(scale))
                     e2e_in_flight(tag, m, [{"files": image_files(scale)}] * IN_FLIGHT)
 
@@ -401,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     print_phases("texts")
     eager = t.median("texts: torch eager (documents)")
     print(f"  raw ORT / torch eager (documents): {ref / eager:.2f}")
+    # What one core does: MiniLM-L6 multiply-adds per padded token (6 layers of Q, K, V, output
+    # 384x384 and FFN 384x1536x384, plus attention over the window), counted on the batches run.
+    flop = sum(_minilm_flops(*ids.shape) for ids, _ in doc_batches[1]) / args.texts
+    print(
+        f"  GFLOP/s on one core: raw ORT {ref * flop / 1e9:.1f}, torch eager "
+        f"{eager * flop / 1e9:.1f} ({flop / 1e9:.2f} GFLOP per text incl. padding)"
+    )
     for scale in scales:
         sizes = sorted({Image.open(io.BytesIO(b)).size for b in photos[scale]})
         print(f"images x{scale}: {args.images} JPEG q90, {sizes[0]}..{sizes[-1]}; {tagger.ref}")

@@ -13,8 +13,11 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 CHUNK = 1 << 20
 
@@ -34,12 +37,12 @@ class StoredBlob:
 
 class BlobStorage(Protocol):
     def put_stream(
-        self, chunks: Iterable[bytes], *, max_bytes: int | None = None
+        self, chunks: Iterable[bytes], *, max_bytes: int | None = None, durable: bool = True
     ) -> StoredBlob: ...
 
     def put_file(self, f: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob: ...
 
-    def put_bytes(self, data: bytes) -> StoredBlob: ...
+    def put_bytes(self, data: bytes, *, durable: bool = True) -> StoredBlob: ...
 
     def open(self, key: str) -> BinaryIO: ...
 
@@ -63,7 +66,11 @@ class FileSystemStorage:
             raise KeyError(f"invalid blob key {key!r}")
         return self.root / key[:2] / key[2:4] / key
 
-    def put_stream(self, chunks: Iterable[bytes], *, max_bytes: int | None = None) -> StoredBlob:
+    def put_stream(
+        self, chunks: Iterable[bytes], *, max_bytes: int | None = None, durable: bool = True
+    ) -> StoredBlob:
+        """Store atomically under the content's sha256. ``durable=False`` skips the fsync, for
+        data that can be made again if a crash loses it (a tagger's working copy)."""
         h = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", suffix=".part")
@@ -77,7 +84,8 @@ class FileSystemStorage:
                     h.update(chunk)
                     out.write(chunk)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             key = h.hexdigest()
             dest = self.path(key)
             if dest.exists():
@@ -93,8 +101,8 @@ class FileSystemStorage:
     def put_file(self, f: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
         return self.put_stream(iter(lambda: f.read(CHUNK), b""), max_bytes=max_bytes)
 
-    def put_bytes(self, data: bytes) -> StoredBlob:
-        return self.put_stream([data])
+    def put_bytes(self, data: bytes, *, durable: bool = True) -> StoredBlob:
+        return self.put_stream([data], durable=durable)
 
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
@@ -119,3 +127,16 @@ def open_storage(url: str) -> BlobStorage:
         # file://./var/blobs (relative) and file:///srv/blobs (absolute) are both accepted.
         return FileSystemStorage(Path(parsed.netloc + parsed.path).resolve())
     raise ValueError(f"unsupported storage URL scheme {parsed.scheme!r} in {url!r}")
+
+
+def delete_unreferenced_blobs(session: Session, storage: BlobStorage, keys: set[str]) -> None:
+    """Blobs are shared by content address; remove only those no asset points at any more."""
+    if not keys:
+        return
+    from sqlalchemy import select
+
+    from shared.db.models import Asset
+
+    still = set(session.scalars(select(Asset.storage_key).where(Asset.storage_key.in_(keys))).all())
+    for key in keys - still:
+        storage.delete(key)

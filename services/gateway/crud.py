@@ -10,12 +10,14 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from shared.db.models import Asset, ContentItem, Job, Tag, TagOrigin
+from shared.db.models import ContentItem, Job, Tag, TagOrigin
 from shared.http import ApiError
 from shared.schemas.content import AssetPublic, ContentPublic, TagPublic
-from shared.storage import BlobStorage
 
 VISIBLE_ORIGINS = (TagOrigin.auto, TagOrigin.manual, TagOrigin.accepted)
+
+# The tagger's working copy is internal and short-lived (shared/imaging.py).
+PUBLIC_ASSET_ROLES = frozenset({"original", "thumbnail"})
 
 
 def get_content(session: Session, *, tenant_id: str, content_id: str) -> ContentItem:
@@ -84,6 +86,7 @@ def content_public(
                 url=f"/v1/content/{item.id}/assets/{a.role}",
             )
             for a in sorted(item.assets, key=lambda a: a.role)
+            if a.role in PUBLIC_ASSET_ROLES
         ],
         tags=[
             TagPublic(name=t.name, score=t.score, source=t.source, origin=t.origin) for t in tags
@@ -146,15 +149,6 @@ def list_content(
     rows = list(session.scalars(stmt).all())
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
-
-
-def delete_unreferenced_blobs(session: Session, storage: BlobStorage, keys: set[str]) -> None:
-    """Blobs are shared by content address; remove only those no asset points at any more."""
-    if not keys:
-        return
-    still = set(session.scalars(select(Asset.storage_key).where(Asset.storage_key.in_(keys))).all())
-    for key in keys - still:
-        storage.delete(key)
 
 
 def parse_metadata(raw: str | None, *, max_bytes: int) -> dict[str, Any]:

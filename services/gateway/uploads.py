@@ -9,6 +9,7 @@ from typing import BinaryIO
 from PIL import Image, UnidentifiedImageError
 
 from shared.http import ApiError
+from shared.imaging import decode_image
 
 ALLOWED_FORMATS = {
     "JPEG": "image/jpeg",
@@ -37,12 +38,14 @@ class ImageInfo:
     height: int
 
 
-def validate_image(f: BinaryIO, *, max_pixels: int) -> ImageInfo:
-    """Sniff the real type from the bytes, check the pixel budget, then decode to catch damage.
+def read_image(f: BinaryIO, *, max_pixels: int, min_size: int) -> tuple[ImageInfo, Image.Image]:
+    """Sniff the real type from the bytes, check the pixel budget, then decode (catching damage).
 
     The pixel check comes before any decoding so a decompression bomb is refused for the cost
-    of reading its header. JPEGs decode in draft mode (1/8 scale from the DCT): every entropy-coded
-    byte is still read, so truncation is still caught, for a fraction of the work.
+    of reading its header. The decode is the one this upload gets: JPEGs decode in draft mode
+    at the smallest DCT scale that keeps both sides >= ``min_size`` (every entropy-coded byte
+    is still read, so truncation is still caught), and the caller makes the renditions from the
+    returned RGB image, EXIF orientation applied.
     """
     f.seek(0)
     with warnings.catch_warnings():
@@ -65,33 +68,31 @@ def validate_image(f: BinaryIO, *, max_pixels: int) -> ImageInfo:
             raise ApiError(422, f"image rejected as a decompression bomb: {exc}") from exc
         except OSError as exc:
             raise ApiError(422, f"the image cannot be read: {exc}", code="corrupt_image") from exc
-        with im:
-            if im.format not in ALLOWED_FORMATS:
-                raise ApiError(
-                    415,
-                    f"{im.format} images are not accepted; send JPEG, PNG, WebP or GIF",
-                    details={"allowed": sorted(ALLOWED_FORMATS.values())},
-                )
-            width, height = im.size
-            if width < 1 or height < 1:
-                raise ApiError(422, "the image has no pixels", code="corrupt_image")
-            if width * height > max_pixels:
-                raise ApiError(
-                    422,
-                    f"image is {width}x{height} = {width * height} pixels; the limit is "
-                    f"{max_pixels}",
-                    code="too_many_pixels",
-                )
-            try:
-                if im.format == "JPEG":
-                    im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-                im.load()
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise ApiError(422, f"image rejected as a decompression bomb: {exc}") from exc
-            except (OSError, SyntaxError, ValueError) as exc:
-                raise ApiError(
-                    422, f"the image is truncated or corrupt: {exc}", code="corrupt_image"
-                ) from exc
-            fmt = im.format
+        if im.format not in ALLOWED_FORMATS:
+            raise ApiError(
+                415,
+                f"{im.format} images are not accepted; send JPEG, PNG, WebP or GIF",
+                details={"allowed": sorted(ALLOWED_FORMATS.values())},
+            )
+        width, height = im.size
+        if width < 1 or height < 1:
+            raise ApiError(422, "the image has no pixels", code="corrupt_image")
+        if width * height > max_pixels:
+            raise ApiError(
+                422,
+                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+                code="too_many_pixels",
+            )
+        fmt = im.format
+        try:
+            f.seek(0)
+            image, (width, height) = decode_image(f, min_size=min_size)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ApiError(422, f"image rejected as a decompression bomb: {exc}") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ApiError(
+                422, f"the image is truncated or corrupt: {exc}", code="corrupt_image"
+            ) from exc
     f.seek(0)
-    return ImageInfo(format=fmt, mime_type=ALLOWED_FORMATS[fmt], width=width, height=height)
+    info = ImageInfo(format=fmt, mime_type=ALLOWED_FORMATS[fmt], width=width, height=height)
+    return info, image

@@ -21,16 +21,19 @@ from shared.auth import create_tenant
 from shared.config import WorkerSettings
 from shared.db.models import Asset, ContentItem, ContentKind
 from shared.db.session import get_engine
-from workers.context import WorkerContext
-from workers.tagging.imaging import (
+from shared.imaging import (
+    WORKING_ROLE,
     _popcount_bytes,
     decode_image,
     hamming,
     hamming_many,
     hash_array,
+    make_renditions,
     open_image,
     perceptual_hash,
 )
+from workers.context import WorkerContext
+from workers.tagging.image import RESIZE_SIZE
 from workers.tagging.pipeline import find_near_duplicate, prepare_images
 
 skdata = pytest.importorskip("skimage.data")
@@ -181,7 +184,7 @@ def test_batch_scan_flags_the_oldest_near_duplicate_with_one_query(ctx: WorkerCo
     try:
         with ctx.session() as s:
             items = _load(s, ids)
-            images = prepare_images(ctx, s, items)
+            images = prepare_images(ctx, s, items, model_resize=RESIZE_SIZE)
             s.commit()
             assert [im is not None for im in images] == [True] * 4
             assert [it.duplicate_of for it in items] == [None, None, ids[0], ids[0]]
@@ -202,6 +205,93 @@ def test_batch_scan_flags_the_oldest_near_duplicate_with_one_query(ctx: WorkerCo
                 it.duplicate_of
             )
         # ...and re-tagging the original does not make it a duplicate of its own copies.
-        again = prepare_images(ctx, s, [items[0]])
+        again = prepare_images(ctx, s, [items[0]], model_resize=RESIZE_SIZE)
         assert again[0] is not None and items[0].duplicate_of is None
         assert foreign not in {it.duplicate_of for it in items}
+
+
+# --- the gateway's working copy --------------------------------------------------------------
+
+
+def test_renditions_come_from_one_decode() -> None:
+    image, _ = decode_image(_jpeg(_photo("chelsea", 3)), min_size=256)  # 1353 x 900 -> 677 x 450
+    made = make_renditions(image, working_size=256, thumbnail_size=256, thumbnail_format="jpeg")
+    working, thumb = made.files
+    assert (working.role, working.width, working.height) == (WORKING_ROLE, 385, 256)
+    assert Image.open(io.BytesIO(working.data)).size == (385, 256)  # uncompressed pixels
+    assert (thumb.role, thumb.mime_type, thumb.width, thumb.height) == (
+        "thumbnail", "image/jpeg", 256, 170,
+    )  # fmt: skip
+    # Hashed before JPEG encoding, so the stored thumbnail hashes (almost) the same.
+    assert hamming(made.phash, perceptual_hash(Image.open(io.BytesIO(thumb.data)))) <= 2
+    # Small images are not scaled up: the working copy is the whole image.
+    small = Image.new("RGB", (200, 120), (10, 20, 30))
+    working, thumb = make_renditions(
+        small, working_size=256, thumbnail_size=256, thumbnail_format="webp"
+    ).files
+    assert (working.width, working.height) == (200, 120) and thumb.data[:4] == b"RIFF"
+
+
+def _with_working_copy(
+    ctx: WorkerContext, tenant_id: str, photo: Image.Image, *, working: bytes | None = None
+) -> str:
+    data = _jpeg(photo)
+    image, size = decode_image(data, min_size=256)
+    made = make_renditions(image, working_size=256, thumbnail_size=256, thumbnail_format="jpeg")
+    with ctx.session() as s:
+        item = ContentItem(tenant_id=tenant_id, kind=ContentKind.image, phash=made.phash)
+        blob = ctx.storage.put_bytes(data)
+        item.assets.append(
+            Asset(role="original", storage_key=blob.key, sha256=blob.sha256,
+                  mime_type="image/jpeg", byte_size=blob.size, width=size[0], height=size[1])
+        )  # fmt: skip
+        for r in made.files:
+            payload = working if (working is not None and r.role == WORKING_ROLE) else r.data
+            b = ctx.storage.put_bytes(payload)
+            item.assets.append(
+                Asset(role=r.role, storage_key=b.key, sha256=b.sha256, mime_type=r.mime_type,
+                      byte_size=b.size, width=r.width, height=r.height)
+            )  # fmt: skip
+        s.add(item)
+        s.commit()
+        return item.id
+
+
+def test_worker_reads_the_working_copy_and_falls_back_to_the_original(
+    ctx: WorkerContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    with ctx.session() as s:
+        tenant = create_tenant(s, name=f"w-{uuid.uuid4().hex[:8]}").id
+    photo = _photo("coffee", 3)  # 1800 x 1200
+    good = _with_working_copy(ctx, tenant, photo)
+    broken = _with_working_copy(ctx, tenant, _photo("rocket", 3), working=b"P6\n12 12\n255\n")
+    with ctx.session() as s:
+        a, b = _load(s, [good, broken])
+        images = prepare_images(ctx, s, [a, b], model_resize=RESIZE_SIZE)
+        # The working copy as made: shorter side 256, no thumbnail made again.
+        assert images[0].size == (384, 256)
+        # An unreadable working copy is not fatal: the original decodes instead (draft size).
+        assert min(images[1].size) >= 256 and images[1].size != (384, 256)
+        assert "working copy" in caplog.text
+        assert [r.role for r in a.assets].count("thumbnail") == 1
+        # A model that needs more pixels than the working copy holds reads the original.
+        bigger = prepare_images(ctx, s, [a], model_resize=320)
+        assert min(bigger[0].size) >= 320
+
+
+@pytest.mark.models
+def test_working_copy_gives_the_tags_of_the_original(models_dir: Path) -> None:
+    from shared.inference.registry import ModelRegistry
+    from workers.tagging.image import ImageTagger
+
+    tagger = ModelRegistry(models_dir, threads=1).get("image_tagger", ImageTagger)
+    for name in ("chelsea", "coffee", "rocket", "astronaut"):
+        data = _jpeg(_photo(name, 3))
+        decoded, _ = decode_image(data, min_size=256)
+        working = make_renditions(
+            decoded, working_size=256, thumbnail_size=256, thumbnail_format="jpeg"
+        ).files[0]
+        copy, _ = decode_image(working.data)
+        direct, via_copy = tagger.predict([decoded, copy])
+        assert float(direct.embedding @ via_copy.embedding) > 0.98
+        assert direct.labels[0][0] == via_copy.labels[0][0]

@@ -83,6 +83,11 @@ def preprocess_image(
     w, h = image.size
     if w < 1 or h < 1:
         raise ValueError(f"empty image ({w}x{h})")
+    if min(w, h) == resize and w >= size and h >= size:
+        # Already at the resize step (a preview): the centre crop needs no resampling.
+        left, top = round((w - size) / 2), round((h - size) / 2)
+        image = image.crop((left, top, left + size, top + size))
+        return _to_chw(np.asarray(image), out)
     # Crop in source coordinates and resample only that box: same pixels as resize-then-crop,
     # without resampling the parts the crop throws away.
     scale = resize / min(w, h)
@@ -95,7 +100,12 @@ def preprocess_image(
         box=(left, top, left + crop, top + crop),
         reducing_gap=3.0,
     )
-    pixels = np.asarray(image)  # (size, size, 3) or (size, size) uint8
+    return _to_chw(np.asarray(image), out)
+
+
+def _to_chw(pixels: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """(size, size, 3) or (size, size) uint8 -> (3, size, size) float32, ``(x - 127) / 128``."""
+    size = pixels.shape[0]
     if out is None:
         out = np.empty((3, size, size), dtype=np.float32)
     if pixels.ndim == 2:

@@ -23,15 +23,16 @@ from shared.db.models import (
     new_id,
     utcnow,
 )
-from workers.context import WorkerContext
-from workers.tagging.imaging import (
+from shared.imaging import (
+    WORKING_ROLE,
     decode_image,
-    encode_webp,
     hamming_many,
     hash_array,
-    perceptual_hash,
-    thumbnail,
+    make_renditions,
 )
+from shared.inference.base import ModelError
+from shared.storage import delete_unreferenced_blobs
+from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -58,55 +59,85 @@ def mark_content_failed(session: Session, content_id: str) -> None:
 
 
 def prepare_images(
-    ctx: WorkerContext, session: Session, items: Sequence[ContentItem]
+    ctx: WorkerContext, session: Session, items: Sequence[ContentItem], *, model_resize: int
 ) -> list[Any | None]:
-    """Decode originals, store size, thumbnail and pHash, and flag near-duplicates, with one
-    near-duplicate query for all the items.
+    """Decode each image once for tagging, flag near-duplicates (one query for all the items),
+    and make the thumbnail and pHash of items that arrived without them.
 
-    Each original is decoded once, in JPEG draft mode at the smallest DCT scale that still
-    serves the thumbnail and the tagger's input (``decode_image``); the thumbnail, the pHash
-    and (returned) the tagger's input all come from that one image. Items without an original
-    give ``None``.
+    An upload's working copy (made by the gateway from its one decode: shared/imaging.py) is
+    read instead of the original whenever it holds the pixels a model of ``model_resize``
+    needs; otherwise, or if it is missing or unreadable, the original decodes in JPEG draft mode
+    at the smallest DCT scale that still serves the model and the thumbnail. Items without an
+    original give ``None``.
     """
     if not items:
         return []
     # Read before any pHash below changes: the scan needs the old values (_DuplicateScan).
     scan = _DuplicateScan.load(session, items)
     _load_assets(session, items)
-    # The tagger resizes the shorter side to RESIZE_SIZE; the thumbnail fits its longer side
-    # in thumbnail_size. Draft keeps both sides >= the larger of the two.
-    from workers.tagging.image import RESIZE_SIZE
-
-    need = max(ctx.settings.thumbnail_size, RESIZE_SIZE)
+    settings = ctx.settings
+    need = max(settings.thumbnail_size, model_resize)
     out: list[Any | None] = []
     for item in items:
-        original = next((a for a in item.assets if a.role == "original"), None)
+        assets = {a.role: a for a in item.assets}
+        original = assets.get("original")
         if original is None:
             out.append(None)
             continue
-        with ctx.storage.open(original.storage_key) as f:
-            image, (original.width, original.height) = decode_image(f, min_size=need)
-        thumb = thumbnail(image, ctx.settings.thumbnail_size)
-        if not any(a.role == "thumbnail" for a in item.assets):
-            w, h = thumb.size
-            blob = ctx.storage.put_bytes(encode_webp(thumb))
-            item.assets.append(
-                Asset(
-                    role="thumbnail",
-                    storage_key=blob.key,
-                    sha256=blob.sha256,
-                    mime_type="image/webp",
-                    byte_size=blob.size,
-                    width=w,
-                    height=h,
-                )
+        image = _read_working_copy(ctx, assets.get(WORKING_ROLE), original, model_resize)
+        if image is None:
+            with ctx.storage.open(original.storage_key) as f:
+                image, (original.width, original.height) = decode_image(f, min_size=need)
+        if item.phash is None or "thumbnail" not in assets:
+            made = make_renditions(
+                image,
+                working_size=None,
+                thumbnail_size=settings.thumbnail_size,
+                thumbnail_format=settings.thumbnail_format,
             )
-        # From the thumbnail: the hash resizes to 32x32 anyway, and that resize is far cheaper
-        # from 256 px than from the decoded original.
-        item.phash = perceptual_hash(thumb)
-        item.duplicate_of = scan.match(item, max_distance=ctx.settings.phash_max_distance)
+            item.phash = made.phash
+            for rendition in made.files:
+                if rendition.role not in assets:
+                    blob = ctx.storage.put_bytes(rendition.data)
+                    item.assets.append(
+                        Asset(role=rendition.role, storage_key=blob.key, sha256=blob.sha256,
+                              mime_type=rendition.mime_type, byte_size=blob.size,
+                              width=rendition.width, height=rendition.height)
+                    )  # fmt: skip
+        item.duplicate_of = scan.match(item, max_distance=settings.phash_max_distance)
         out.append(image)
     return out
+
+
+def _read_working_copy(
+    ctx: WorkerContext, working: Asset | None, original: Asset, model_resize: int
+) -> Any | None:
+    """The working copy as an RGB image, or None when there is none, it is too small for this
+    model (unless it is the whole original), or it cannot be read (it is not fsynced: a crash
+    can lose it, and the original is still there)."""
+    if working is None or not working.width or not working.height:
+        return None
+    size = (working.width, working.height)
+    if min(size) < model_resize and size != (original.width, original.height):
+        return None
+    try:
+        with ctx.storage.open(working.storage_key) as f:
+            image, decoded_size = decode_image(f)
+    except (OSError, SyntaxError, ValueError, KeyError) as exc:
+        log.warning("working copy of %s unreadable, decoding the original: %s", original.id, exc)
+        return None
+    return image if decoded_size == size else None
+
+
+def detach_working_copies(items: Sequence[ContentItem]) -> set[str]:
+    """Remove tagged items' working-copy rows; return their blob keys, to delete (if nothing
+    else points at them) once this is committed."""
+    keys = set()
+    for item in items:
+        for asset in [a for a in item.assets if a.role == WORKING_ROLE]:
+            keys.add(asset.storage_key)
+            item.assets.remove(asset)
+    return keys
 
 
 def _load_assets(session: Session, items: Sequence[ContentItem]) -> None:
@@ -136,11 +167,15 @@ class _DuplicateScan:
     so the first hit is the oldest.
     """
 
-    def __init__(self, rows: Sequence[Any]) -> None:
+    def __init__(self, rows: Sequence[Any], pending: set[str]) -> None:
         self.ids = [r.id for r in rows]
         self.tenants = np.array([r.tenant_id for r in rows], dtype=object)
         self.canonical = [r.duplicate_of or r.id for r in rows]
-        self.valid = np.array([r.phash is not None for r in rows], dtype=bool)
+        # The batch's own items take part only once matched, whatever pHash the gateway stored
+        # at upload: a later item of the batch must not claim an earlier one as its duplicate.
+        self.valid = np.array(
+            [r.phash is not None and r.id not in pending for r in rows], dtype=bool
+        )
         self.hashes = hash_array([r.phash or "0" for r in rows])
         self.row = {cid: i for i, cid in enumerate(self.ids)}
 
@@ -161,7 +196,7 @@ class _DuplicateScan:
             )
             .order_by(ContentItem.created_at, ContentItem.id)
         ).all()
-        return cls(rows)
+        return cls(rows, set(ids))
 
     def match(self, item: ContentItem, *, max_distance: int) -> str | None:
         if item.phash is None:
@@ -288,7 +323,19 @@ def load_vocabulary(session: Session, tenant_id: str) -> list[Any]:
 def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) -> dict[str, Any]:
     """Tag many items with batched inference: one model call per modality, not one per item."""
     visual = [item for item in items if item.kind in ("image", "generated")]
-    decoded = dict(zip(map(id, visual), prepare_images(ctx, session, visual), strict=True))
+    tagger = None
+    if visual:
+        from workers.tagging.image import ImageTagger
+
+        try:
+            tagger = ctx.registry.get(ctx.settings.image_model, ImageTagger)
+        except ModelError:
+            # Thumbnails and duplicates are still worth keeping; the model error is raised
+            # again below, after they are committed.
+            tagger = None
+    resize = tagger.resize if tagger is not None else ctx.settings.working_copy_size
+    images = prepare_images(ctx, session, visual, model_resize=resize)
+    decoded = dict(zip(map(id, visual), images, strict=True))
     prepared = [
         Prepared(item=item, image=decoded.get(id(item)), text=item_text(item)) for item in items
     ]
@@ -358,9 +405,11 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
             ctx, session, tenant_id, vectors, {"image": with_image, "text": with_text}, summary
         )
 
+    spent = detach_working_copies(visual)
     for p in prepared:
         p.item.status = ContentStatus.ready
     session.commit()
+    delete_unreferenced_blobs(session, ctx.storage, spent)
     summary["duplicates"] = {
         p.item.id: p.item.duplicate_of for p in prepared if p.item.duplicate_of
     }

@@ -139,7 +139,7 @@ def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> 
 
 
 def train_image_generator_job(ctx: WorkerContext, session: Session, job: Job) -> dict[str, Any]:
-    from workers.tagging.imaging import open_image
+    from shared.imaging import open_image
     from workers.training.gan import TrainingCancelled, train_image_generator
 
     images = []

@@ -24,10 +24,11 @@ from services.gateway.api.deps import (
     StorageDep,
     WriterDep,
 )
-from services.gateway.uploads import ImageInfo, validate_image
+from services.gateway.uploads import ImageInfo, read_image
 from shared.config import GatewaySettings
 from shared.db.models import Asset, ContentItem, ContentKind, ContentStatus, Embedding
 from shared.http import ApiError
+from shared.imaging import WORKING_ROLE, Rendition, make_renditions
 from shared.jobs import new_job, publish
 from shared.schemas.content import (
     ContentAccepted,
@@ -37,7 +38,7 @@ from shared.schemas.content import (
     ContentPage,
     ContentPublic,
 )
-from shared.storage import BlobStorage, PayloadTooLarge, StoredBlob
+from shared.storage import BlobStorage, PayloadTooLarge, StoredBlob, delete_unreferenced_blobs
 
 router = APIRouter(prefix="/v1", tags=["content"])
 
@@ -70,7 +71,13 @@ class Incoming:
     upload: UploadFile | None = None
     info: ImageInfo | None = None
     blob: StoredBlob | None = None
+    renditions: list[tuple[Rendition, StoredBlob]] = field(default_factory=list)
+    phash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def blob_keys(self) -> set[str]:
+        keys = {blob.key for _, blob in self.renditions}
+        return keys | {self.blob.key} if self.blob is not None else keys
 
 
 def _check_fields(fields: ContentCreate, settings: GatewaySettings, *, has_file: bool) -> None:
@@ -173,15 +180,36 @@ def _upload_size(upload: UploadFile) -> int:
 
 
 def _store_upload(inc: Incoming, settings: GatewaySettings, storage: BlobStorage) -> None:
-    """Validate and store one upload (runs in a worker thread: decoding is CPU-bound)."""
+    """Validate and store one upload with its renditions (runs in a worker thread: decoding
+    is CPU-bound and Pillow releases the GIL).
+
+    The upload is decoded once, here (validation needs a decode anyway), and the working copy and
+    thumbnail are made from that decode, so the tagging worker reads the working copy instead of
+    decoding the original a second time (shared/imaging.py).
+    """
     assert inc.upload is not None
     if _upload_size(inc.upload) > settings.max_upload_bytes:
         raise ApiError(413, f"the file exceeds {settings.max_upload_bytes} bytes")
-    inc.info = validate_image(inc.upload.file, max_pixels=settings.max_image_pixels)
+    inc.info, image = read_image(
+        inc.upload.file,
+        max_pixels=settings.max_image_pixels,
+        min_size=max(settings.working_copy_size, settings.thumbnail_size),
+    )
+    made = make_renditions(
+        image,
+        working_size=settings.working_copy_size,
+        thumbnail_size=settings.thumbnail_size,
+        thumbnail_format=settings.thumbnail_format,
+    )
     try:
         inc.blob = storage.put_file(inc.upload.file, max_bytes=settings.max_upload_bytes)
     except PayloadTooLarge as exc:
         raise ApiError(413, f"the file exceeds {exc.limit} bytes") from exc
+    for rendition in made.files:
+        # A lost working copy is made again from the original: no fsync for it.
+        durable = rendition.role != WORKING_ROLE
+        inc.renditions.append((rendition, storage.put_bytes(rendition.data, durable=durable)))
+    inc.phash = made.phash
 
 
 def _apply(session: Any, item: ContentItem, inc: Incoming) -> set[str]:
@@ -197,7 +225,7 @@ def _apply(session: Any, item: ContentItem, inc: Incoming) -> set[str]:
         for asset in list(item.assets):
             dropped.add(asset.storage_key)
             item.assets.remove(asset)
-        item.phash = None
+        item.phash = inc.phash
         item.duplicate_of = None
         item.assets.append(
             Asset(
@@ -210,11 +238,23 @@ def _apply(session: Any, item: ContentItem, inc: Incoming) -> set[str]:
                 height=inc.info.height,
             )
         )
+        for rendition, blob in inc.renditions:
+            item.assets.append(
+                Asset(
+                    role=rendition.role,
+                    storage_key=blob.key,
+                    sha256=blob.sha256,
+                    mime_type=rendition.mime_type,
+                    byte_size=blob.size,
+                    width=rendition.width,
+                    height=rendition.height,
+                )
+            )
         if item.id:
             session.execute(delete(Embedding).where(Embedding.content_id == item.id))
     elif not item.assets:
         item.kind = ContentKind.text
-    return dropped - ({inc.blob.key} if inc.blob else set())
+    return dropped - inc.blob_keys()
 
 
 @router.post(
@@ -267,7 +307,7 @@ async def create_content(
         session.rollback()
         _discard(session, storage, inc)
         raise
-    crud.delete_unreferenced_blobs(session, storage, dropped)
+    delete_unreferenced_blobs(session, storage, dropped)
     publish(session, celery, job)
     response.headers["Location"] = f"/v1/content/{item.id}"
     return ContentAccepted(id=item.id, job_id=job.id, status=job.status, created=existing is None)
@@ -283,9 +323,9 @@ def _conflict(external_id: str, existing_id: str | None) -> ApiError:
 
 
 def _discard(session: Any, storage: BlobStorage, inc: Incoming) -> None:
-    if inc.blob is not None:
+    if keys := inc.blob_keys():
         with contextlib.suppress(Exception):
-            crud.delete_unreferenced_blobs(session, storage, {inc.blob.key})
+            delete_unreferenced_blobs(session, storage, keys)
 
 
 @router.post(
@@ -465,7 +505,7 @@ def delete_content(
     keys = {a.storage_key for a in item.assets}
     session.delete(item)
     session.commit()
-    crud.delete_unreferenced_blobs(session, storage, keys)
+    delete_unreferenced_blobs(session, storage, keys)
     return Response(status_code=204)
 
 
@@ -475,6 +515,6 @@ def download_asset(
 ) -> FileResponse:
     item = crud.get_content(session, tenant_id=principal.tenant_id, content_id=content_id)
     asset = next((a for a in item.assets if a.role == role), None)
-    if asset is None:
+    if asset is None or role not in crud.PUBLIC_ASSET_ROLES:
         raise ApiError(404, f"content {content_id} has no {role!r} asset")
     return FileResponse(storage.path(asset.storage_key), media_type=asset.mime_type)

@@ -1,10 +1,21 @@
-"""Image decoding, thumbnails and perceptual hashes (Pillow + imagehash)."""
+"""Image decoding, renditions and perceptual hashes (Pillow + imagehash).
+
+An upload is decoded once, by the gateway (which must decode it anyway to refuse a corrupt
+file), and what it decoded is kept as two renditions: the *working copy* the image tagger reads
+(shorter side scaled to ``working_copy_size``, the tagger's own resize step, so the worker only
+crops it; uncompressed; deleted once tagged) and the *thumbnail*. The tagging worker then reads
+a few hundred KB of pixels instead of decoding and resizing a multi-megabyte original, and
+spends its time in the model. It falls back to the original for images that arrive without a
+working copy (generated images, re-tagging, items stored by older versions) or when a model
+needs more pixels than the working copy holds.
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
 
 import imagehash
 import numpy as np
@@ -74,6 +85,78 @@ def thumbnail(im: Image.Image, size: int) -> Image.Image:
     # WebP q80 changes anyway.
     thumb.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=1.0)
     return thumb
+
+
+def scale_shorter_side(im: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize so the shorter side is ``size`` (never up): the tagger's resize step."""
+    w, h = im.size
+    short = min(w, h)
+    if short <= size:
+        return im
+    new = (max(1, round(w * size / short)), max(1, round(h * size / short)))
+    if min(new) != size:  # rounding must not move the shorter side off ``size``
+        new = (size, new[1]) if w <= h else (new[0], size)
+    return im.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+ThumbnailFormat = Literal["jpeg", "webp"]
+MIME_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp"}
+WORKING_ROLE = "working"
+WORKING_MIME = "image/x-portable-pixmap"
+
+
+@dataclass(frozen=True)
+class Rendition:
+    role: str  # working | thumbnail
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Renditions:
+    files: list[Rendition]
+    phash: str
+
+
+def encode(im: Image.Image, fmt: ThumbnailFormat) -> bytes:
+    if fmt == "webp":
+        return encode_webp(im)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def make_renditions(
+    image: Image.Image,
+    *,
+    working_size: int | None,
+    thumbnail_size: int,
+    thumbnail_format: ThumbnailFormat,
+) -> Renditions:
+    """Working copy (unless ``working_size`` is None), thumbnail and pHash from one decode.
+
+    The working copy is uncompressed (PPM): any lossy step there changes tags (JPEG q95 of it
+    moved the top-1 tag on 2 of 40 photos; uncompressed on none), and it is deleted once the
+    image is tagged. The thumbnail comes from the working copy when that is big enough (a small
+    resize instead of one over the decoded original); the pHash from the thumbnail.
+    """
+    files = []
+    source = image
+    if working_size:
+        working = scale_shorter_side(image, working_size)
+        buf = io.BytesIO()
+        working.save(buf, format="PPM")
+        files.append(Rendition(WORKING_ROLE, buf.getvalue(), WORKING_MIME, *working.size))
+        if max(working.size) >= thumbnail_size:
+            source = working
+    thumb = thumbnail(source, thumbnail_size)
+    files.append(
+        Rendition("thumbnail", encode(thumb, thumbnail_format), MIME_TYPES[thumbnail_format],
+                  *thumb.size)
+    )  # fmt: skip
+    return Renditions(files=files, phash=perceptual_hash(thumb))
 
 
 def encode_webp(thumb: Image.Image) -> bytes:
