@@ -83,7 +83,7 @@ from workers.tagging.text import (  # noqa: E402
 )
 
 BATCH = 32
-IN_FLIGHT = 3
+IN_FLIGHT = 6
 
 
 def _photos(n: int, scale: int) -> list[bytes]:

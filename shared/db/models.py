@@ -147,7 +147,7 @@ class Asset(Base):
     content_id: Mapped[str] = mapped_column(
         ForeignKey("content_items.id", ondelete="CASCADE"), index=True
     )
-    role: Mapped[str] = mapped_column(String(16))  # original | preview | thumbnail
+    role: Mapped[str] = mapped_column(String(16))  # original | thumbnail | working
     storage_key: Mapped[str] = mapped_column(String(128), index=True)
     sha256: Mapped[str] = mapped_column(String(64))
     mime_type: Mapped[str] = mapped_column(String(100))

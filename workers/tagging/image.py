@@ -84,7 +84,7 @@ def preprocess_image(
     if w < 1 or h < 1:
         raise ValueError(f"empty image ({w}x{h})")
     if min(w, h) == resize and w >= size and h >= size:
-        # Already at the resize step (a preview): the centre crop needs no resampling.
+        # Already at the resize step (a working copy): the centre crop needs no resampling.
         left, top = round((w - size) / 2), round((h - size) / 2)
         image = image.crop((left, top, left + size, top + size))
         return _to_chw(np.asarray(image), out)

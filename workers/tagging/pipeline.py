@@ -113,12 +113,14 @@ def _read_working_copy(
     ctx: WorkerContext, working: Asset | None, original: Asset, model_resize: int
 ) -> Any | None:
     """The working copy as an RGB image, or None when there is none, it is too small for this
-    model (unless it is the whole original), or it cannot be read (it is not fsynced: a crash
-    can lose it, and the original is still there)."""
+    model (unless it is the original's full centre square), or it cannot be read (it is not
+    fsynced: a crash can lose it, and the original is still there)."""
     if working is None or not working.width or not working.height:
         return None
     size = (working.width, working.height)
-    if min(size) < model_resize and size != (original.width, original.height):
+    # A square smaller than the model's resize serves only if it was never scaled down.
+    unscaled = working.width == min(original.width or 0, original.height or 0)
+    if min(size) < model_resize and not unscaled:
         return None
     try:
         with ctx.storage.open(working.storage_key) as f:
