@@ -22,9 +22,11 @@ processes on a shared machine falls on every path alike; figures are items/s, me
 - "end to end": wall time from the batch upload (``POST /v1/content:batch``) until the job has
   stored every tag, with a real Celery worker process (one process, one ORT thread); "upload" is
   the part spent in the POST itself, and a line below splits the rest (queue pickup, job run,
-  client noticing). "batches in flight" posts several batches back to back and waits for all:
-  the gateway and the worker are separate processes, so upload and tagging overlap, as in a
-  bulk import. The worker is warmed up first, so model loading is not counted.
+  client noticing). "batches in flight" posts six batches back to back and waits for all: the
+  gateway and the worker are separate processes, so upload and tagging overlap, as in a bulk
+  import (only the first upload is not overlapped). The gateway runs in this process and shares
+  the machine's cores with the worker. The worker is warmed up first, so model loading is not
+  counted.
 
 Texts are unique sentences, sentence pairs and paragraphs from scikit-learn's bundled dataset
 descriptions (as in ``bench_text_tagger.py``): repeated texts would flatter anything that shares
@@ -295,11 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                         )  # fmt: skip
                         item.phash = made.phash
                         for r in made.files:
-                            rb = ctx.storage.put_bytes(r.data)
                             item.assets.append(
-                                Asset(role=r.role, storage_key=rb.key, sha256=rb.sha256,
-                                      mime_type=r.mime_type, byte_size=rb.size,
-                                      width=r.width, height=r.height)
+                                Asset.stored(ctx.storage.put_bytes(r.data), role=r.role,
+                                             mime_type=r.mime_type, width=r.width, height=r.height)
                             )  # fmt: skip
                     items.append(item)
                 s.add_all(items)

@@ -68,6 +68,8 @@ class GatewaySettings(CommonSettings):
     max_text_chars: int = 200_000
     max_metadata_bytes: int = 64 * 1024
     max_batch_items: int = 100
+    # Uploads decoded at once by one gateway process (0: one per core).
+    decode_threads: int = 0
     max_interaction_events: int = 10_000
     # Seconds a verified API key is trusted without a database lookup (revocation delay).
     api_key_cache_s: float = 5.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -24,6 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+if TYPE_CHECKING:
+    from shared.storage import StoredBlob
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -157,6 +160,21 @@ class Asset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     content: Mapped[ContentItem] = relationship(back_populates="assets")
+
+    @classmethod
+    def stored(
+        cls, blob: StoredBlob, *, role: str, mime_type: str, width: int | None, height: int | None
+    ) -> Asset:
+        """The row for a blob just written to storage."""
+        return cls(
+            role=role,
+            storage_key=blob.key,
+            sha256=blob.sha256,
+            mime_type=mime_type,
+            byte_size=blob.size,
+            width=width,
+            height=height,
+        )
 
 
 class Tag(Base):

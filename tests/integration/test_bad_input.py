@@ -185,12 +185,17 @@ def test_bad_bodies(
 def test_batch_with_one_bad_file_stores_nothing(client: TestClient, stack: Stack) -> None:
     tenant_id, key = stack.new_key()
     blobs_before = _blob_files(stack)
+    # The files decode in parallel; the first bad one by position is reported, and the good
+    # ones decoded around it leave no blob behind.
     files = [
         ("file", ("ok.jpg", jpeg_bytes(data.coffee()), "image/jpeg")),
         ("file", ("bad.jpg", jpeg_bytes(data.chelsea())[:3000], "image/jpeg")),
+        ("file", ("ok2.jpg", jpeg_bytes(data.astronaut()), "image/jpeg")),
+        ("file", ("bad.txt", b"not an image at all", "image/jpeg")),
+        ("file", ("ok3.jpg", jpeg_bytes(data.rocket()), "image/jpeg")),
     ]
     err = _assert_error(client.post("/v1/content:batch", headers=auth(key), files=files), 422)
-    assert "items[1]" in err["message"]
+    assert err["message"].startswith("items[1]: ") and err["details"]["index"] == 1
     assert _counts(stack, tenant_id) == (0, 0, 0)
     assert _blob_files(stack) == blobs_before
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -14,10 +15,13 @@ from skimage import data
 from sqlalchemy import func, select
 
 from services.gateway.main import create_app
-from shared.db.models import ContentItem, Job
+from services.gateway.uploads import read_image
+from shared.db.models import Asset, ContentItem, Job
 from shared.db.session import session_scope
+from shared.imaging import WORKING_ROLE, make_renditions
 from shared.jobs import sweep
 from shared.queue import create_celery
+from shared.storage import open_storage
 from tests.conftest import Stack, WorkerProcess
 from tests.helpers import auth, jpeg_bytes, png_bytes, tag_names, wait_job
 
@@ -58,6 +62,25 @@ def test_image_upload_is_tagged_by_a_real_worker(client: TestClient, stack: Stac
     thumb = client.get(roles["thumbnail"]["url"], headers=auth(key))
     assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff"
     assert Image.open(io.BytesIO(thumb.content)).size == (256, 170)
+
+    # The tagger's working copy, made by the gateway from its one decode, was read and dropped:
+    # no row, no file, and never downloadable.
+    upload = jpeg_bytes(data.chelsea())
+    _, decoded = read_image(io.BytesIO(upload), max_pixels=10**8, min_size=256)
+    working = make_renditions(
+        decoded, working_size=256, thumbnail_size=256, thumbnail_format="jpeg"
+    ).files[0]
+    assert working.role == WORKING_ROLE
+    with session_scope(stack.gateway_settings().sqlalchemy_url) as s:
+        roles_in_db = s.scalars(select(Asset.role).where(Asset.content_id == body["id"])).all()
+    assert sorted(roles_in_db) == ["original", "thumbnail"]
+    assert not (stack.storage_dir / "tmp").exists() or not any(
+        (stack.storage_dir / "tmp").iterdir()
+    )
+    key_of_working = hashlib.sha256(working.data).hexdigest()
+    assert not open_storage(f"file://{stack.storage_dir}").exists(key_of_working)
+    gone = client.get(f"/v1/content/{body['id']}/assets/{WORKING_ROLE}", headers=auth(key))
+    assert gone.status_code == 404 and gone.json()["error"]["message"]
 
     limited = client.get(
         f"/v1/content/{body['id']}", params={"min_score": 0.5, "limit": 3}, headers=auth(key)

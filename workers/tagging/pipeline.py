@@ -96,14 +96,14 @@ def prepare_images(
                 thumbnail_format=settings.thumbnail_format,
             )
             item.phash = made.phash
-            for rendition in made.files:
-                if rendition.role not in assets:
-                    blob = ctx.storage.put_bytes(rendition.data)
+            for r in made.files:
+                if r.role not in assets:
+                    blob = ctx.storage.put_bytes(r.data)
                     item.assets.append(
-                        Asset(role=rendition.role, storage_key=blob.key, sha256=blob.sha256,
-                              mime_type=rendition.mime_type, byte_size=blob.size,
-                              width=rendition.width, height=rendition.height)
-                    )  # fmt: skip
+                        Asset.stored(
+                            blob, role=r.role, mime_type=r.mime_type, width=r.width, height=r.height
+                        )
+                    )
         item.duplicate_of = scan.match(item, max_distance=settings.phash_max_distance)
         out.append(image)
     return out

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from celery import Celery
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -39,7 +41,21 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
+def get_decode_limiter(request: Request) -> anyio.CapacityLimiter:
+    """One process-wide bound on concurrent image decodes, whatever the number of requests:
+    a batch's files decode in parallel, but never more than ``decode_threads`` at once (CPU,
+    and memory: a decoded image can be large)."""
+    state = request.app.state
+    limiter = getattr(state, "decode_limiter", None)
+    if limiter is None:
+        limiter = state.decode_limiter = anyio.CapacityLimiter(
+            state.settings.decode_threads or os.cpu_count() or 1
+        )
+    return limiter
+
+
 SessionDep = Annotated[Session, Depends(get_db)]
+DecodeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_decode_limiter)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 StorageDep = Annotated[BlobStorage, Depends(get_storage)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]

@@ -7,8 +7,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import anyio
+from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy import delete
@@ -18,6 +19,7 @@ from starlette.datastructures import UploadFile
 from services.gateway import crud
 from services.gateway.api.deps import (
     CeleryDep,
+    DecodeLimiterDep,
     ReaderDep,
     SessionDep,
     SettingsDep,
@@ -228,26 +230,18 @@ def _apply(session: Any, item: ContentItem, inc: Incoming) -> set[str]:
         item.phash = inc.phash
         item.duplicate_of = None
         item.assets.append(
-            Asset(
+            Asset.stored(
+                inc.blob,
                 role="original",
-                storage_key=inc.blob.key,
-                sha256=inc.blob.sha256,
                 mime_type=inc.info.mime_type,
-                byte_size=inc.blob.size,
                 width=inc.info.width,
                 height=inc.info.height,
             )
         )
-        for rendition, blob in inc.renditions:
+        for r, blob in inc.renditions:
             item.assets.append(
-                Asset(
-                    role=rendition.role,
-                    storage_key=blob.key,
-                    sha256=blob.sha256,
-                    mime_type=rendition.mime_type,
-                    byte_size=blob.size,
-                    width=rendition.width,
-                    height=rendition.height,
+                Asset.stored(
+                    blob, role=r.role, mime_type=r.mime_type, width=r.width, height=r.height
                 )
             )
         if item.id:
@@ -272,6 +266,7 @@ async def create_content(
     settings: SettingsDep,
     storage: StorageDep,
     celery: CeleryDep,
+    limiter: DecodeLimiterDep,
     on_conflict: Annotated[
         OnConflict,
         Query(description="same external_id again: `error` answers 409, `update` replaces it"),
@@ -286,7 +281,7 @@ async def create_content(
         if existing is not None and on_conflict == "error":
             raise _conflict(inc.fields.external_id, existing.id)
     if inc.upload is not None:
-        await run_in_threadpool(_store_upload, inc, settings, storage)
+        await to_thread.run_sync(_store_upload, inc, settings, storage, limiter=limiter)
     item = existing or ContentItem(
         tenant_id=principal.tenant_id, external_id=inc.fields.external_id, assets=[], tags=[]
     )
@@ -341,6 +336,7 @@ async def create_content_batch(
     settings: SettingsDep,
     storage: StorageDep,
     celery: CeleryDep,
+    limiter: DecodeLimiterDep,
 ) -> ContentBatchAccepted:
     """JSON ``{"items": [...]}`` for text, or multipart with repeated ``file`` parts and an
     optional ``items`` field: a JSON array of per-file fields, in the same order."""
@@ -358,14 +354,7 @@ async def create_content_batch(
                 details={"index": idx},
             )
     try:
-        for idx, inc in enumerate(incoming):
-            if inc.upload is not None:
-                try:
-                    await run_in_threadpool(_store_upload, inc, settings, storage)
-                except ApiError as exc:
-                    exc.message = f"items[{idx}]: {exc.message}"
-                    exc.details = {"index": idx, **(exc.details or {})}
-                    raise
+        await _store_uploads(incoming, settings, storage, limiter)
         items = []
         for inc in incoming:
             item = ContentItem(
@@ -402,6 +391,36 @@ async def create_content_batch(
         ],
         job_id=job.id,
     )
+
+
+async def _store_uploads(
+    incoming: list[Incoming],
+    settings: GatewaySettings,
+    storage: BlobStorage,
+    limiter: anyio.CapacityLimiter,
+) -> None:
+    """Store a batch's uploads, decoding them in parallel (within ``limiter``). Every upload
+    finishes before the first error, by position, is raised, so the caller can discard all
+    the blobs written."""
+    errors: dict[int, BaseException] = {}
+
+    async def one(idx: int, inc: Incoming) -> None:
+        try:
+            await to_thread.run_sync(_store_upload, inc, settings, storage, limiter=limiter)
+        except Exception as exc:
+            errors[idx] = exc
+
+    async with anyio.create_task_group() as tg:
+        for idx, inc in enumerate(incoming):
+            if inc.upload is not None:
+                tg.start_soon(one, idx, inc)
+    if errors:
+        idx = min(errors)
+        exc = errors[idx]
+        if isinstance(exc, ApiError):
+            exc.message = f"items[{idx}]: {exc.message}"
+            exc.details = {"index": idx, **(exc.details or {})}
+        raise exc
 
 
 async def _parse_batch(request: Request, settings: GatewaySettings) -> list[Incoming]:
