@@ -1,7 +1,7 @@
 """Tagging throughput, side by side in one run: raw ORT, the worker function, end to end, torch.
 
     python bench/bench_tagging_e2e.py [--texts 64] [--images 32] [--repeats 3] [--scales 1,3]
-        [--redis redis://127.0.0.1:6379/13]
+        [--redis redis://127.0.0.1:6379/13] [--db sqlite|postgresql]
 
 For texts and for images, every repeat runs each path once, in turn, so that load from other
 processes on a shared machine falls on every path alike; figures are items/s, median (min-max).
@@ -14,7 +14,7 @@ processes on a shared machine falls on every path alike; figures are items/s, me
 - "torch eager": the same model in PyTorch on the same inputs (documents / pixels), when torch is
   installed (the ``train`` extra).
 - "worker fn": ``workers.tagging.pipeline.tag_items`` called in this process on fresh rows of a
-  throw-away SQLite database (near-duplicates, inference, tags and embeddings stored). Image rows
+  throw-away database (near-duplicates, inference, tags and embeddings stored). Image rows
   are made as the gateway makes them, with the working copy, thumbnail and pHash it derives from
   its one decode of the upload (untimed here: that cost is in the "upload" row); the "original
   only" row is the fallback for images without them (generated images, re-tagging): decode the
@@ -24,9 +24,11 @@ processes on a shared machine falls on every path alike; figures are items/s, me
   the part spent in the POST itself, and a line below splits the rest (queue pickup, job run,
   client noticing). "batches in flight" posts six batches back to back and waits for all: the
   gateway and the worker are separate processes, so upload and tagging overlap, as in a bulk
-  import (only the first upload is not overlapped). The gateway runs in this process and shares
-  the machine's cores with the worker. The worker is warmed up first, so model loading is not
-  counted.
+  import (only the first upload is not overlapped). The worker process is pinned to one core;
+  the gateway runs in this process and may use every core, the worker's included, except in the
+  rows marked "gateway off the worker's core", where this process keeps to the other cores, as
+  a gateway on machines of its own would. The worker is warmed up first, so model loading is
+  not counted.
 
 Texts are unique sentences, sentence pairs and paragraphs from scikit-learn's bundled dataset
 descriptions (as in ``bench_text_tagger.py``): repeated texts would flatter anything that shares
@@ -38,6 +40,7 @@ CMS uploads).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -64,6 +67,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_text_tagger import corpus  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from pg import scratch_database  # noqa: E402
 from PIL import Image  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
@@ -164,14 +168,40 @@ class Timings:
         return f"  {name:<50s} {med:8.1f}  ({min(v):6.1f}-{max(v):6.1f})  {med / ref:6.2f}x raw ORT"
 
 
+def _set_affinity(cores: set[int]) -> None:
+    """Pin every thread of this process (TestClient's portal and the decode threads exist
+    already, and ``sched_setaffinity(0)`` moves only the calling one)."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), cores)
+
+
 @contextmanager
-def _celery_worker(env: dict[str, str], log_path: str) -> Iterator[None]:
+def _own_cores(worker_core: int | None) -> Iterator[None]:
+    """This process (the client and the gateway) off the worker's core, for the duration."""
+    if worker_core is None:
+        yield
+        return
+    every = os.sched_getaffinity(0)
+    _set_affinity(every - {worker_core})
+    try:
+        yield
+    finally:
+        _set_affinity(every)
+
+
+@contextmanager
+def _celery_worker(env: dict[str, str], log_path: str, core: int | None) -> Iterator[None]:
+    def pin() -> None:
+        if core is not None:
+            os.sched_setaffinity(0, {core})
+
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
              "tagging", "-c", "1", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip",
              "--without-mingle", "--without-heartbeat"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin,
         )  # fmt: skip
         try:
             yield
@@ -184,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--models-dir", default=os.environ.get("ATELIER_MODELS_DIR", "var/models"))
     p.add_argument("--redis", default="redis://127.0.0.1:6379/13")
+    p.add_argument(
+        "--db",
+        choices=["postgresql", "sqlite"],
+        default="sqlite",
+        help="the SQL store: SQLite (the embedded mode; on a 2-core machine the cheaper one, as "
+        "PostgreSQL's server processes take CPU from the worker) or a scratch PostgreSQL "
+        "database on ATELIER_TEST_POSTGRES_URL",
+    )
     p.add_argument("--texts", type=int, default=64)
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
@@ -198,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     photos = {s: _photos(args.images, s) for s in scales}
     load_before = os.getloadavg()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        db = f"sqlite:///{tmp}/bench.db"
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        if args.db == "postgresql":
+            db = stack.enter_context(scratch_database())
+        else:
+            db = f"sqlite:///{tmp}/bench.db"
         upgrade(db)
         common = dict(
             environment="test",
@@ -325,7 +367,15 @@ def main(argv: list[str] | None = None) -> int:
         # Per single-batch e2e run: (POST answered -> job started, job run, finished -> seen).
         phases: dict[str, list[tuple[float, float, float]]] = {}
         headers = {"Authorization": f"Bearer {key}"}
-        with _celery_worker(env, f"{tmp}/worker.log"), TestClient(create_app(settings)) as client:
+        # The worker gets a core of its own (the last); the "gateway off the worker's core" rows
+        # keep this process (client + gateway) on the others, as when the gateway runs on
+        # machines or cores of its own. Other rows let this process use every core.
+        cores = sorted(os.sched_getaffinity(0))
+        worker_core = cores[-1] if len(cores) > 1 else None
+        with (
+            _celery_worker(env, f"{tmp}/worker.log", worker_core),
+            TestClient(create_app(settings)) as client,
+        ):
 
             def e2e(name: str, n: int, **kwargs: Any) -> None:
                 t0 = time.perf_counter()
@@ -343,18 +393,24 @@ def main(argv: list[str] | None = None) -> int:
                     (started - posted, finished - started, seen - finished)
                 )
 
-            def e2e_in_flight(name: str, n: int, payloads: list[dict[str, Any]]) -> None:
+            def e2e_in_flight(
+                name: str, n: int, payloads: list[dict[str, Any]], *, own_cores: bool = False
+            ) -> None:
                 """Batches posted back to back, then awaited: upload and tagging overlap (the
-                gateway and the worker are separate processes), as in a bulk import."""
+                gateway and the worker are separate processes), as in a bulk import. With
+                ``own_cores`` this process (client + gateway) stays off the worker's core."""
                 t0 = time.perf_counter()
                 jobs = []
-                for kwargs in payloads:
-                    r = client.post("/v1/content:batch", headers=headers, **kwargs)
-                    assert r.status_code == 202, r.text
-                    jobs.append(r.json()["job_id"])
-                for job_id in jobs:
-                    assert _wait(client, key, job_id)["status"] == "succeeded"
+                with _own_cores(worker_core if own_cores else None):
+                    for kwargs in payloads:
+                        r = client.post("/v1/content:batch", headers=headers, **kwargs)
+                        assert r.status_code == 202, r.text
+                        jobs.append(r.json()["job_id"])
+                    for job_id in jobs:
+                        assert _wait(client, key, job_id)["status"] == "succeeded"
                 label = f"{name}: end to end, {len(payloads)} batches in flight"
+                if own_cores:
+                    label += ", gateway off the worker's core"
                 t.add(label, n * len(payloads), time.perf_counter() - t0)
 
             def image_files(scale: int) -> list[Any]:
@@ -402,13 +458,17 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     e2e(tag, m, files=image_files(scale))
                     e2e_in_flight(tag, m, [{"files": image_files(scale)}] * IN_FLIGHT)
+                    if worker_core is not None:
+                        e2e_in_flight(
+                            tag, m, [{"files": image_files(scale)}] * IN_FLIGHT, own_cores=True
+                        )
 
     load_after = os.getloadavg()
     lengths = [len(w) for w in _document_windows(embedder, text_sets[1])]
     n_cands = sum(len(keyphrase_candidates(x)) for x in text_sets[1])
     n_distinct = len({c for x in text_sets[1] for c in keyphrase_candidates(x)})
     print(
-        f"{os.cpu_count()} logical cores, load avg {load_before[0]:.1f} before / "
+        f"{os.cpu_count()} logical cores, {args.db}, load avg {load_before[0]:.1f} before / "
         f"{load_after[0]:.1f} after; torch {torch_version}; 1 ORT thread, batch {BATCH}, "
         f"median of {args.repeats} repeats (min-max), items/s"
     )
