@@ -85,7 +85,7 @@ class RecommenderSettings(CommonSettings):
 
 class WorkerSettings(CommonSettings):
     ort_threads: int = 1
-    # Registry names of the serving models; `text_embedder_int8` is 2.7x faster with cosine
+    # Registry names of the serving models; `text_embedder_int8` is 1.5-2.7x faster with cosine
     # >= 0.98 to fp32 (see README). The int8 CNN is not offered: its top-1 agreement is too low.
     image_model: str = "image_tagger"
     text_model: str = "text_embedder"
