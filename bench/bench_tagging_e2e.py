@@ -67,7 +67,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_text_tagger import corpus  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from pg import scratch_database  # noqa: E402
 from PIL import Image  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
@@ -76,6 +75,7 @@ from shared.auth import create_api_key, create_tenant  # noqa: E402
 from shared.config import GatewaySettings, WorkerSettings  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
 from shared.db.models import Asset, ContentItem, ContentKind  # noqa: E402
+from shared.db.scratch import scratch_database  # noqa: E402
 from shared.db.session import session_scope  # noqa: E402
 from shared.imaging import decode_image, make_renditions  # noqa: E402
 from workers.context import WorkerContext  # noqa: E402

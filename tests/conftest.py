@@ -13,17 +13,17 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
 from shared.auth import create_api_key, create_tenant
 from shared.config import GatewaySettings, WorkerSettings
 from shared.db.migrate import upgrade
+from shared.db.scratch import scratch_database
 from shared.db.session import session_scope
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,25 +34,9 @@ REDIS_SERVER = os.environ.get("ATELIER_TEST_REDIS_URL", "redis://127.0.0.1:6379"
 MODELS_DIR = Path(os.environ.get("ATELIER_MODELS_DIR", ROOT / "var" / "models"))
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
-@contextmanager
-def scratch_pg_database(prefix: str) -> Iterator[str]:
+def scratch_pg_database(prefix: str) -> AbstractContextManager[str]:
     """A throw-away PostgreSQL database on the test server, dropped afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_libpq(PG_SERVER), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_SERVER.rsplit('/', 1)[0]}/{name}"
-    try:
-        yield url
-    finally:
-        from shared.db.session import get_engine
-
-        get_engine(url).dispose()
-        with psycopg.connect(_libpq(PG_SERVER), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return scratch_database(PG_SERVER, prefix=prefix)
 
 
 @pytest.fixture(scope="session")
