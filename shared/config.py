@@ -34,9 +34,9 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     # Image renditions, made once from the upload by the gateway (the worker makes them only
     # for images that arrive without them). The working copy is what the image tagger reads:
-    # the decoded upload with its shorter side scaled to working_copy_size (the tagger's resize
-    # step), uncompressed, deleted once tagged. The thumbnail fits thumbnail_size; JPEG encodes
-    # ~14x faster than WebP for ~25% more bytes (README).
+    # the decoded upload's centre square, its side scaled to working_copy_size (the tagger's
+    # resize step), uncompressed, deleted once tagged. The thumbnail fits thumbnail_size; JPEG
+    # encodes 12x faster than WebP for 1.7x the bytes (bench/bench_renditions.py).
     working_copy_size: int = 256
     thumbnail_size: int = 256
     thumbnail_format: Literal["jpeg", "webp"] = "jpeg"
