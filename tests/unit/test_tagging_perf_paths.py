@@ -280,6 +280,13 @@ def test_worker_reads_the_working_copy_and_falls_back_to_the_original(
         # A model that needs more pixels than the working copy holds reads the original.
         bigger = prepare_images(ctx, s, [a], model_resize=320)
         assert min(bigger[0].size) >= 320
+        # An item without its thumbnail gets one of the whole frame, not of the centre square.
+        a.assets.remove(next(x for x in a.assets if x.role == "thumbnail"))
+        a.phash = None
+        (again,) = prepare_images(ctx, s, [a], model_resize=RESIZE_SIZE)
+        thumb = next(x for x in a.assets if x.role == "thumbnail")
+        assert (thumb.width, thumb.height) == (256, 171) and again.size != (256, 256)
+        assert a.phash is not None
 
 
 @pytest.mark.models

@@ -84,11 +84,15 @@ def prepare_images(
         if original is None:
             out.append(None)
             continue
-        image = _read_working_copy(ctx, assets.get(WORKING_ROLE), original, model_resize)
+        # Thumbnail and pHash show the whole frame: an item missing them decodes its original.
+        needs_renditions = item.phash is None or "thumbnail" not in assets
+        image = None
+        if not needs_renditions:
+            image = _read_working_copy(ctx, assets.get(WORKING_ROLE), original, model_resize)
         if image is None:
             with ctx.storage.open(original.storage_key) as f:
                 image, (original.width, original.height) = decode_image(f, min_size=need)
-        if item.phash is None or "thumbnail" not in assets:
+        if needs_renditions:
             made = make_renditions(
                 image,
                 working_size=None,
