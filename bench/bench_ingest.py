@@ -36,7 +36,8 @@ from services.gateway.main import create_app
 from shared.auth import create_api_key, create_tenant
 from shared.config import GatewaySettings
 from shared.db.migrate import upgrade
-from shared.db.session import get_engine, session_scope
+from shared.db.scratch import DEFAULT_SERVER, libpq, scratch_database
+from shared.db.session import session_scope
 from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS
 
 BATCH = 10_000
@@ -44,10 +45,6 @@ BATCH = 10_000
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def make_events(n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -108,7 +105,7 @@ COLS = "tenant_id, user_id, item_id, event_type, value, occurred_at, event_id"
 def bench_copy(url: str, events: list[dict[str, Any]]) -> float:
     tenant, _ = new_tenant(url)
     rows = raw_rows(url, tenant, events)
-    with psycopg.connect(_libpq(url)) as conn:
+    with psycopg.connect(libpq(url)) as conn:
 
         def run() -> None:
             for start in range(0, len(rows), BATCH):
@@ -125,7 +122,7 @@ def bench_executemany(url: str, events: list[dict[str, Any]]) -> float:
     rows = raw_rows(url, tenant, events)
     sql = f"INSERT INTO interactions ({COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
     sql += " ON CONFLICT DO NOTHING"
-    with psycopg.connect(_libpq(url)) as conn:
+    with psycopg.connect(libpq(url)) as conn:
 
         def run() -> None:
             for start in range(0, len(rows), BATCH):
@@ -136,40 +133,31 @@ def bench_executemany(url: str, events: list[dict[str, Any]]) -> float:
         return len(rows) / timed(run)
 
 
+def _ingest_all(url: str, tenant: str, chunks: list[list[dict[str, Any]]]) -> Callable[[], None]:
+    def run() -> None:
+        with session_scope(url) as s:
+            for chunk in chunks:
+                ingest(
+                    s,
+                    tenant_id=tenant,
+                    raw_events=chunk,
+                    event_weights=DEFAULT_EVENT_WEIGHTS,
+                    max_events=BATCH,
+                )
+
+    return run
+
+
 def bench_new_items(url: str, events: list[dict[str, Any]]) -> float:
     tenant, _ = new_tenant(url)
     fresh = [{**e, "item_id": f"n{k}", "event_id": None} for k, e in enumerate(events)]
     chunks = batches([{k: v for k, v in e.items() if v is not None} for e in fresh])
-
-    def run() -> None:
-        with session_scope(url) as s:
-            for chunk in chunks:
-                ingest(
-                    s,
-                    tenant_id=tenant,
-                    raw_events=chunk,
-                    event_weights=DEFAULT_EVENT_WEIGHTS,
-                    max_events=BATCH,
-                )
-
-    return len(events) / timed(run)
+    return len(events) / timed(_ingest_all(url, tenant, chunks))
 
 
 def bench_function(url: str, events: list[dict[str, Any]]) -> tuple[float, float]:
     tenant, _ = new_tenant(url)
-    chunks = batches(events)
-
-    def run() -> None:
-        with session_scope(url) as s:
-            for chunk in chunks:
-                ingest(
-                    s,
-                    tenant_id=tenant,
-                    raw_events=chunk,
-                    event_weights=DEFAULT_EVENT_WEIGHTS,
-                    max_events=BATCH,
-                )
-
+    run = _ingest_all(url, tenant, batches(events))
     first = len(events) / timed(run)
     retry = len(events) / timed(run)
     return first, retry
@@ -217,19 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--pg",
-        default=os.environ.get(
-            "ATELIER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
-    )
+    parser.add_argument("--pg", default=DEFAULT_SERVER)
     args = parser.parse_args(argv)
-    name = f"atelier_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_libpq(args.pg), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-        server_version = conn.info.server_version
-    url = f"{args.pg.rsplit('/', 1)[0]}/{name}"
-    try:
+    with scratch_database(args.pg, prefix="atelier_bench") as url:
+        with psycopg.connect(libpq(url)) as conn:
+            server_version = conn.info.server_version
         upgrade(url)
         events = make_events(args.events)
         print(
@@ -265,10 +245,6 @@ def main(argv: list[str] | None = None) -> None:
             "target: >= 20,000 events/s (Gorse: 1,000 feedback rows in 62 ms = 16,129/s); "
             f"load average {_load()}"
         )
-    finally:
-        get_engine(url).dispose()
-        with psycopg.connect(_libpq(args.pg), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Target: p50 < 5 ms, p99 < 20 ms over HTTP (written for the recommender's endpoin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import socket
@@ -24,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,15 +45,12 @@ from services.recommender.ranking.models import ALS, Popularity
 from services.recommender.service import ModelStore, Query, Recommendations, _top
 from shared.auth import create_api_key, create_tenant
 from shared.db.migrate import upgrade
-from shared.db.session import get_engine, get_sessionmaker, session_scope
+from shared.db.scratch import DEFAULT_SERVER, libpq, scratch_database
+from shared.db.session import get_sessionmaker, session_scope
 from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS, TENANT_HEADER
 from workers.training.recommender import read_interactions, save_version
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def _free_port() -> int:
@@ -111,19 +108,13 @@ def main(argv: list[str] | None = None) -> None:
         "--compare-tree",
         help="also time the recommender of this source tree (e.g. an export of the last commit)",
     )
-    parser.add_argument(
-        "--pg",
-        default=os.environ.get(
-            "ATELIER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
-    )
+    parser.add_argument("--pg", default=DEFAULT_SERVER)
     args = parser.parse_args(argv)
     threadpool_limits(1)
-    name = f"atelier_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_libpq(args.pg), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    cleanup = contextlib.ExitStack()
+    url = cleanup.enter_context(scratch_database(args.pg, prefix="atelier_bench"))
+    with psycopg.connect(libpq(url)) as conn:
         pg_version = conn.info.server_version
-    url = f"{args.pg.rsplit('/', 1)[0]}/{name}"
     models_dir = Path(tempfile.mkdtemp(prefix="atelier-bench-models-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -306,9 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
-        get_engine(url).dispose()
-        with psycopg.connect(_libpq(args.pg), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cleanup.close()
 
 
 if __name__ == "__main__":

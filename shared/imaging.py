@@ -38,9 +38,14 @@ def decode_image(
     """
     if isinstance(f, bytes):
         f = io.BytesIO(f)
-    # No ``with``: closing the image would invalidate it, and open_image's way around that
-    # (a copy made by exif_transpose) costs a full-size copy. The caller owns ``f``.
-    im = Image.open(f)
+    # No ``with``: closing the image would invalidate it. The caller owns ``f``.
+    return decode_opened(Image.open(f), min_size=min_size)
+
+
+def decode_opened(
+    im: Image.Image, *, min_size: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """:func:`decode_image` for an image whose header ``Image.open`` has already read."""
     orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
     width, height = im.size
     if orientation in _TRANSPOSED:
@@ -55,12 +60,7 @@ def decode_image(
 
 def open_image(f: BinaryIO | bytes) -> Image.Image:
     """Decode fully (so corrupt data fails here), honour EXIF orientation, return RGB."""
-    if isinstance(f, bytes):
-        f = io.BytesIO(f)
-    with Image.open(f) as im:
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        return to_rgb(im)
+    return decode_image(f)[0]
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -23,13 +23,11 @@ import redis
 from shared.auth import create_api_key, create_tenant
 from shared.config import GatewaySettings, WorkerSettings
 from shared.db.migrate import upgrade
-from shared.db.scratch import scratch_database
+from shared.db.scratch import DEFAULT_SERVER, scratch_database
 from shared.db.session import session_scope
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_SERVER = os.environ.get(
-    "ATELIER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+PG_SERVER = DEFAULT_SERVER
 REDIS_SERVER = os.environ.get("ATELIER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 MODELS_DIR = Path(os.environ.get("ATELIER_MODELS_DIR", ROOT / "var" / "models"))
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import redis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -53,6 +55,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings.recommender_url, timeout_s=settings.recommender_timeout_s
     )
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
+    # One process-wide bound on concurrent upload decodes, whatever the number of requests: a
+    # batch's files decode in parallel, never more than decode_threads at once (CPU, and
+    # memory: a decoded image can be large).
+    app.state.decode_limiter = anyio.CapacityLimiter(settings.decode_threads or os.cpu_count() or 1)
     app.state.celery = create_celery(WorkerSettings(redis_url=settings.redis_url))
     app.state.redis = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=2

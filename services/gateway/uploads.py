@@ -9,7 +9,7 @@ from typing import BinaryIO
 from PIL import Image, UnidentifiedImageError
 
 from shared.http import ApiError
-from shared.imaging import decode_image
+from shared.imaging import decode_opened
 
 ALLOWED_FORMATS = {
     "JPEG": "image/jpeg",
@@ -85,8 +85,7 @@ def read_image(f: BinaryIO, *, max_pixels: int, min_size: int) -> tuple[ImageInf
             )
         fmt = im.format
         try:
-            f.seek(0)
-            image, (width, height) = decode_image(f, min_size=min_size)
+            image, (width, height) = decode_opened(im, min_size=min_size)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ApiError(422, f"image rejected as a decompression bomb: {exc}") from exc
         except (OSError, SyntaxError, ValueError) as exc:

@@ -73,9 +73,8 @@ def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[
             tags=[],
         )  # fmt: skip
         item.assets.append(
-            Asset(role="original", storage_key=blob.key, sha256=blob.sha256,
-                  mime_type="image/png", byte_size=blob.size, width=image.width,
-                  height=image.height)
+            Asset.stored(blob, role="original", mime_type="image/png", width=image.width,
+                         height=image.height)
         )  # fmt: skip
         session.add(item)
         items.append(item)

@@ -330,15 +330,15 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
     """Tag many items with batched inference: one model call per modality, not one per item."""
     visual = [item for item in items if item.kind in ("image", "generated")]
     tagger = None
+    tagger_error: ModelError | None = None
     if visual:
         from workers.tagging.image import ImageTagger
 
         try:
             tagger = ctx.registry.get(ctx.settings.image_model, ImageTagger)
-        except ModelError:
-            # Thumbnails and duplicates are still worth keeping; the model error is raised
-            # again below, after they are committed.
-            tagger = None
+        except ModelError as exc:
+            # Thumbnails and duplicates are still worth keeping: raised once they are committed.
+            tagger_error = exc
     resize = tagger.resize if tagger is not None else ctx.settings.working_copy_size
     images = prepare_images(ctx, session, visual, model_resize=resize)
     decoded = dict(zip(map(id, visual), images, strict=True))
@@ -357,9 +357,9 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
     vectors: dict[str, np.ndarray] = {}
 
     if with_image:
-        from workers.tagging.image import ImageTagger
-
-        tagger = ctx.registry.get(ctx.settings.image_model, ImageTagger)
+        if tagger is None:
+            assert tagger_error is not None
+            raise tagger_error
         results = tagger.predict([p.image for p in with_image])
         vocab_tags: list[list[tuple[str, float]]] = [[] for _ in results]
         if vocabulary:
@@ -367,44 +367,30 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
 
             embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
             vocab_tags = _image_vocabulary(embedder, [r.labels for r in results], vocabulary)
-        summary["tags"] += replace_auto_tags_many(
+        vectors["image"] = _store_outputs(
             session,
-            [
-                (p.item, list(res.labels) + extra)
-                for p, res, extra in zip(with_image, results, vocab_tags, strict=True)
-            ],
+            summary,
+            with_image,
+            [list(r.labels) + extra for r, extra in zip(results, vocab_tags, strict=True)],
+            [r.embedding for r in results],
+            space="image",
             source=tagger.ref,
         )
-        store_embeddings(
-            session,
-            [(p.item, r.embedding) for p, r in zip(with_image, results, strict=True)],
-            space="image",
-            model=tagger.ref,
-        )
-        vectors["image"] = np.stack([r.embedding for r in results])
-        summary["models"].append(tagger.ref)
 
     if with_text:
         from workers.tagging.text import TextEmbedder
 
         embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
         results = embedder.tag_texts([p.text for p in with_text], vocabulary or None)
-        summary["tags"] += replace_auto_tags_many(
+        vectors["text"] = _store_outputs(
             session,
-            [
-                (p.item, list(r.keyphrases) + list(r.vocabulary_tags))
-                for p, r in zip(with_text, results, strict=True)
-            ],
+            summary,
+            with_text,
+            [list(r.keyphrases) + list(r.vocabulary_tags) for r in results],
+            [r.embedding for r in results],
+            space="text",
             source=embedder.ref,
         )
-        store_embeddings(
-            session,
-            [(p.item, r.embedding) for p, r in zip(with_text, results, strict=True)],
-            space="text",
-            model=embedder.ref,
-        )
-        vectors["text"] = np.stack([r.embedding for r in results])
-        summary["models"].append(embedder.ref)
 
     if vectors:
         summary["tags"] += _apply_tenant_taggers(
@@ -420,6 +406,27 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
         p.item.id: p.item.duplicate_of for p in prepared if p.item.duplicate_of
     }
     return summary
+
+
+def _store_outputs(
+    session: Session,
+    summary: dict[str, Any],
+    rows: list[Prepared],
+    tags: list[list[tuple[str, float]]],
+    embeddings: list[np.ndarray],
+    *,
+    space: str,
+    source: str,
+) -> np.ndarray:
+    """One model's tags and embeddings for ``rows`` (all in the same order); the embeddings
+    come back stacked, for the tenant's own taggers."""
+    items = [p.item for p in rows]
+    summary["tags"] += replace_auto_tags_many(
+        session, list(zip(items, tags, strict=True)), source=source
+    )
+    store_embeddings(session, list(zip(items, embeddings, strict=True)), space=space, model=source)
+    summary["models"].append(source)
+    return np.stack(embeddings)
 
 
 def _apply_tenant_taggers(

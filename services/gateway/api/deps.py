@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,16 +41,7 @@ def get_celery(request: Request) -> Celery:
 
 
 def get_decode_limiter(request: Request) -> anyio.CapacityLimiter:
-    """One process-wide bound on concurrent image decodes, whatever the number of requests:
-    a batch's files decode in parallel, but never more than ``decode_threads`` at once (CPU,
-    and memory: a decoded image can be large)."""
-    state = request.app.state
-    limiter = getattr(state, "decode_limiter", None)
-    if limiter is None:
-        limiter = state.decode_limiter = anyio.CapacityLimiter(
-            state.settings.decode_threads or os.cpu_count() or 1
-        )
-    return limiter
+    return request.app.state.decode_limiter
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
