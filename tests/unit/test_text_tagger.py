@@ -85,16 +85,6 @@ def test_matches_sentence_transformers(embedder: TextEmbedder) -> None:
     assert _cos(embedder.embed(texts), expected).min() >= 0.9999
 
 
-def test_planned_runs_give_each_text_its_own_embedding(embedder: TextEmbedder) -> None:
-    """Texts of very different lengths go in different runs (plan_batches); whatever the
-    grouping, each row is the embedding the text gets alone, in the input order."""
-    texts = [PHOTOSYNTHESIS, "ok", *SENTENCES[:4], PHOTOSYNTHESIS[:120], "word " * 300]
-    seqs = embedder.tokenize(texts)
-    alone = np.stack([embedder.embed_token_ids([s])[0] for s in seqs])
-    together = embedder.embed_token_ids(seqs, batch_size=4)
-    assert _cos(together, alone).min() >= 0.9999
-
-
 def test_embeddings_shape_and_norm(embedder: TextEmbedder) -> None:
     emb = embedder.embed(SENTENCES)
     assert emb.shape == (len(SENTENCES), EMBEDDING_DIM)
