@@ -7,7 +7,10 @@ Figures are texts/s, the median of ``--repeats`` runs over the same ``--texts`` 
 pre-tokenised, padded batches, so ours/raw (planned runs) shows what the Python side costs.
 "planned runs" are the runs the embedder makes (``plan_batches``: length-sorted, cut where
 padding would cost more than another model run); "sorted batches" are plain fixed batches of
-the sorted texts and "arrival order" fixed batches unsorted, to show what each step buys. The corpus
+the sorted texts and "arrival order" fixed batches unsorted, to show what each step buys.
+A last line fits ``plan_batches``' cost model on this machine: one run of ``b`` texts of ``L``
+tokens takes about ``per_run + per_token * b * L``; the planner's ``RUN_COST_TOKENS`` is
+``per_run / per_token``. The corpus
 is sentences, sentence pairs and whole paragraphs from scikit-learn's bundled dataset
 descriptions (no downloads), shuffled with a fixed seed.
 """
@@ -40,7 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import cpu_model
 from shared.inference.registry import ModelRegistry
 from shared.inference.session import create_session
-from workers.tagging.text import TextEmbedder, pad_batch, plan_batches
+from workers.tagging.text import (
+    MAX_BATCH_TOKENS,
+    RUN_COST_TOKENS,
+    TextEmbedder,
+    pad_batch,
+    plan_batches,
+)
 from workers.training.build import text_embedder as builder
 
 
@@ -86,6 +95,36 @@ def rates(
             fn()
             seen[name].append(n / (time.perf_counter() - t0))
     return {k: (statistics.median(v), min(v), max(v)) for k, v in seen.items()}
+
+
+def cost_model(
+    session: ort.InferenceSession, repeats: int
+) -> tuple[float, float, dict[int, float]]:
+    """(seconds per run, seconds per padded token) by least squares over runs of 1-32 texts of
+    4-64 tokens and at most 512 tokens, where the cost is close to linear; and the seconds per
+    token of runs of 64 x 16, 128 x 16 (1,024 and 2,048 tokens), where activations outgrow the
+    caches and a token costs more: the planner's ``MAX_BATCH_TOKENS``. Medians of
+    ``repeats``."""
+
+    def timed(b: int, n: int) -> float:
+        feed = {
+            "input_ids": np.full((b, n), 2000, np.int64),
+            "attention_mask": np.ones((b, n), np.int64),
+        }
+        session.run(["sentence_embedding"], feed)
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            session.run(["sentence_embedding"], feed)
+            runs.append(time.perf_counter() - t0)
+        return statistics.median(runs)
+
+    shapes = [(b, n) for b in (1, 2, 4, 8, 16, 32) for n in (4, 8, 16, 32, 64) if b * n <= 512]
+    times = [timed(b, n) for b, n in shapes]
+    design = np.array([[1.0, b * n] for b, n in shapes])
+    (per_run, per_token), *_ = np.linalg.lstsq(design, np.array(times), rcond=None)
+    large = {b * 16: timed(b, 16) / (b * 16) for b in (64, 128)}
+    return float(per_run), float(per_token), large
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         paths["torch eager, planned runs"] = eager(planned_batches)
         paths["torch eager, sorted batches"] = eager(sorted_batches)
     results = rates(paths, n, r)
+    per_run, per_token, per_token_large = cost_model(session, r)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores visible, load avg {load:.1f})")
@@ -182,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
             f"planned runs {raw_planned / results['torch eager, planned runs'][0]:.2f}, "
             f"sorted batches {raw_sorted / results['torch eager, sorted batches'][0]:.2f}"
         )
+    print(
+        f"cost model (raw ORT): {per_run * 1e3:.2f} ms per run + {per_token * 1e3:.3f} ms per "
+        f"padded token = {per_run / per_token:.1f} tokens per run (RUN_COST_TOKENS = "
+        f"{RUN_COST_TOKENS}); ms per token in runs of "
+        + ", ".join(f"{n} tokens: {t * 1e3:.3f}" for n, t in per_token_large.items())
+        + f" (MAX_BATCH_TOKENS = {MAX_BATCH_TOKENS})"
+    )
     if "ours int8: embed(strings)" in results:
         print(
             "int8 / fp32 (ours):             "

@@ -40,10 +40,11 @@ MAX_DOCUMENT_CHUNKS = 8
 DEFAULT_THRESHOLD = 0.5
 MAX_KEYPHRASE_CANDIDATES = 256
 PROTOTYPE_CACHE_SIZE = 32
-# plan_batches' cost model, in token-times (one thread, this model): measured per-run overhead
-# ~4.5 ms against ~0.37 ms per token; past ~2,048 padded tokens a run's per-token cost rises.
-RUN_COST_TOKENS = 12
-MAX_BATCH_TOKENS = 2048
+# plan_batches' cost model, in token-times, as bench/bench_text_tagger.py fits it for this model
+# on one thread: ~6 ms per run against ~0.34 ms per token (~18 tokens); past ~1,024 padded
+# tokens a run's activations outgrow the caches and each token costs 10-15% more.
+RUN_COST_TOKENS = 18
+MAX_BATCH_TOKENS = 1024
 CALIBRATION_KEY = "zero_shot_calibration"
 # Used only if a manifest lacks a fitted calibration (hand-built model dirs); roughly what the
 # builder fits for MiniLM-L6 on its built-in set.
@@ -105,11 +106,11 @@ def plan_batches(
 
     A run of ``b`` sequences padded to length ``L`` costs about ``run_cost + b * L`` token-times
     on CPU: every padded token goes through all six layers, and each run also streams the
-    ~42 MB of weights once (with one thread, ~4.5 ms, as much as ~12 tokens). Fixed batches of
-    32 sorted texts pad a 40-token text to the 200 tokens of the longest in its batch; this
-    cuts the sorted lengths into runs of at most ``max_batch`` sequences and ``max_tokens``
-    padded tokens (larger runs fall out of cache and cost more per token) minimising that cost,
-    by dynamic programming over the sorted order (``bench/bench_tagging_e2e.py`` shows both).
+    ~42 MB of weights once. Fixed batches of 32 sorted texts pad a 40-token text to the 200
+    tokens of the longest in its batch; this cuts the sorted lengths into runs of at most
+    ``max_batch`` sequences and ``max_tokens`` padded tokens (larger runs fall out of the caches
+    and cost more per token) minimising that cost, by dynamic programming over the sorted order
+    (``bench/bench_tagging_e2e.py`` and ``bench/bench_text_tagger.py`` compare the two).
     Returns lists of indices into ``lengths``, shortest first.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
