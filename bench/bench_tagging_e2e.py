@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_text_tagger import corpus  # noqa: E402
+from bench_text_tagger import batches, corpus  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from sqlalchemy import select  # noqa: E402
@@ -88,8 +88,7 @@ from workers.tagging.text import (  # noqa: E402
     MAX_DOCUMENT_CHUNKS,
     TextEmbedder,
     keyphrase_candidates,
-    pad_batch,
-    plan_batches,
+    padded_runs,
 )
 
 BATCH = 32
@@ -114,14 +113,9 @@ def _photos(n: int, scale: int) -> list[bytes]:
     return out
 
 
-def _batches(seqs: list[list[int]], *, planned: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The padded runs the embedder makes of ``seqs``, or (``planned=False``) sorted fixed
-    batches of 32."""
-    if planned:
-        runs = plan_batches([len(s) for s in seqs], max_batch=BATCH)
-        return [pad_batch([seqs[i] for i in run]) for run in runs]
-    seqs = sorted(seqs, key=len)
-    return [pad_batch(seqs[i : i + BATCH]) for i in range(0, len(seqs), BATCH)]
+def _batches(seqs: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The padded runs the embedder makes of ``seqs``."""
+    return [(ids, mask) for _, ids, mask in padded_runs(seqs, max_batch=BATCH)]
 
 
 def _document_windows(embedder: TextEmbedder, texts: list[str]) -> list[list[int]]:
@@ -267,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         # --- inputs for the raw and torch rows, prepared once per text set / photo set -------
         doc_batches = [_batches(_document_windows(embedder, ts)) for ts in text_sets]
         fixed_batches = [
-            _batches(_document_windows(embedder, ts), planned=False) for ts in text_sets
+            batches(_document_windows(embedder, ts), BATCH, sort=True) for ts in text_sets
         ]
         # The distinct candidates of each set: what the text tagger embeds besides the documents.
         cand_batches = [

@@ -10,9 +10,8 @@ padding would cost more than another model run); "sorted batches" are plain fixe
 the sorted texts and "arrival order" fixed batches unsorted, to show what each step buys.
 A last line fits ``plan_batches``' cost model on this machine: one run of ``b`` texts of ``L``
 tokens takes about ``per_run + per_token * b * L``; the planner's ``RUN_COST_TOKENS`` is
-``per_run / per_token``. The corpus
-is sentences, sentence pairs and whole paragraphs from scikit-learn's bundled dataset
-descriptions (no downloads), shuffled with a fixed seed.
+``per_run / per_token``. The corpus is sentences, sentence pairs and whole paragraphs from
+scikit-learn's bundled dataset descriptions (no downloads), shuffled with a fixed seed.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ from workers.tagging.text import (
     RUN_COST_TOKENS,
     TextEmbedder,
     pad_batch,
-    plan_batches,
+    padded_runs,
 )
 from workers.training.build import text_embedder as builder
 
@@ -147,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = corpus(args.texts)
     ids = ours.tokenize(texts)
     lengths = np.array([len(x) for x in ids])
-    planned_batches = [
-        pad_batch([ids[i] for i in run])
-        for run in plan_batches([len(x) for x in ids], max_batch=args.batch_size)
-    ]
+    planned_batches = [(i, m) for _, i, m in padded_runs(ids, max_batch=args.batch_size)]
     sorted_batches = batches(ids, args.batch_size, sort=True)
     arrival_batches = batches(ids, args.batch_size, sort=False)
 

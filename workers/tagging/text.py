@@ -134,6 +134,15 @@ def plan_batches(
     return runs[::-1]
 
 
+def padded_runs(
+    sequences: Sequence[Sequence[int]], *, max_batch: int = 32
+) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+    """The model runs :meth:`TextEmbedder.embed_token_ids` makes of ``sequences``:
+    ``(indices, input_ids, attention_mask)`` for each run of :func:`plan_batches`."""
+    runs = plan_batches([len(s) for s in sequences], max_batch=max_batch)
+    return [(run, *pad_batch([sequences[i] for i in run])) for run in runs]
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
@@ -263,8 +272,8 @@ class TextEmbedder(InferenceModel):
         throughput (NOTES.md); planned runs of sorted texts pad less still.
         """
         out = np.empty((len(sequences), EMBEDDING_DIM), dtype=np.float32)
-        for idx in plan_batches([len(s) for s in sequences], max_batch=batch_size):
-            out[idx] = self._run(*pad_batch([sequences[i] for i in idx]))
+        for idx, ids, mask in padded_runs(sequences, max_batch=batch_size):
+            out[idx] = self._run(ids, mask)
         return out
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
