@@ -23,7 +23,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from shared import phash_index
 
 if TYPE_CHECKING:
     from shared.storage import StoredBlob
@@ -118,6 +120,11 @@ class ContentItem(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "external_id", name="uq_content_tenant_external_id"),
         Index("ix_content_tenant_created", "tenant_id", "created_at", "id"),
+        # Near-duplicate lookups by pHash block (shared/phash_index.py).
+        *(
+            Index(f"ix_content_phash_b{k}", "tenant_id", f"phash_b{k}")
+            for k in range(phash_index.BLOCKS)
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -129,6 +136,11 @@ class ContentItem(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     status: Mapped[str] = mapped_column(String(16), default=ContentStatus.pending)
     phash: Mapped[str | None] = mapped_column(String(16))
+    # The pHash's four 16-bit blocks, kept in step with it by _split_phash.
+    phash_b0: Mapped[int | None] = mapped_column(Integer)
+    phash_b1: Mapped[int | None] = mapped_column(Integer)
+    phash_b2: Mapped[int | None] = mapped_column(Integer)
+    phash_b3: Mapped[int | None] = mapped_column(Integer)
     duplicate_of: Mapped[str | None] = mapped_column(
         ForeignKey("content_items.id", ondelete="SET NULL")
     )
@@ -141,6 +153,13 @@ class ContentItem(Base):
     tags: Mapped[list[Tag]] = relationship(
         back_populates="content", cascade="all, delete-orphan", passive_deletes=True
     )
+
+    @validates("phash")
+    def _split_phash(self, _key: str, value: str | None) -> str | None:
+        # Every ORM write of a pHash (constructor or assignment) updates its blocks with it.
+        split = phash_index.blocks(value) if value is not None else (None,) * 4
+        self.phash_b0, self.phash_b1, self.phash_b2, self.phash_b3 = split
+        return value
 
 
 class Asset(Base):

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, insert, inspect, or_, select
+from sqlalchemy import ARRAY, Integer, any_, bindparam, delete, insert, inspect, select, union
 from sqlalchemy.orm import Session, selectinload
 
+from shared import phash_index
 from shared.db.models import (
     Asset,
     ContentItem,
@@ -72,8 +73,6 @@ def prepare_images(
     """
     if not items:
         return []
-    # Read before any pHash below changes: the scan needs the old values (_DuplicateScan).
-    scan = _DuplicateScan.load(session, items)
     _load_assets(session, items)
     settings = ctx.settings
     need = max(settings.thumbnail_size, model_resize)
@@ -108,8 +107,13 @@ def prepare_images(
                             blob, role=r.role, mime_type=r.mime_type, width=r.width, height=r.height
                         )
                     )
-        item.duplicate_of = scan.match(item, max_distance=settings.phash_max_distance)
         out.append(image)
+    # Once every pHash is known (the lookup is by their blocks); in batch order, so an item
+    # can match an earlier one of the same batch.
+    scan = _DuplicateScan.load(session, items, max_distance=settings.phash_max_distance)
+    for item, image in zip(items, out, strict=True):
+        if image is not None:
+            item.duplicate_of = scan.match(item, max_distance=settings.phash_max_distance)
     return out
 
 
@@ -161,11 +165,16 @@ def find_near_duplicate(session: Session, item: ContentItem, *, max_distance: in
     """The oldest other item of the tenant whose pHash is within ``max_distance`` bits."""
     if item.phash is None:
         return None
-    return _DuplicateScan.load(session, [item]).match(item, max_distance=max_distance)
+    scan = _DuplicateScan.load(session, [item], max_distance=max_distance)
+    return scan.match(item, max_distance=max_distance)
+
+
+MAX_LOOKUP_VALUES = 20_000
 
 
 class _DuplicateScan:
-    """The tenant's pHashes, read once per batch, answering as one query per item would.
+    """The rows that can be near-duplicates of a batch's images (by pHash block, or the tenant's
+    every pHash), read in one query per batch, answering as one full scan per item would.
 
     Items are matched in the order :meth:`match` is called; an item of the batch that was
     matched already counts with its new pHash and duplicate_of, one not yet matched with what
@@ -186,22 +195,61 @@ class _DuplicateScan:
         self.row = {cid: i for i, cid in enumerate(self.ids)}
 
     @classmethod
-    def load(cls, session: Session, items: Sequence[ContentItem]) -> _DuplicateScan:
-        tenants = {it.tenant_id for it in items}
+    def load(
+        cls, session: Session, items: Sequence[ContentItem], *, max_distance: int
+    ) -> _DuplicateScan:
+        """The batch's own rows and every row of their tenants that can be within
+        ``max_distance`` of one of the batch's pHashes (an indexed lookup by pHash block:
+        shared/phash_index.py), or, past the index's radius, every row with a pHash."""
         ids = [it.id for it in items if it.id is not None]
-        rows = session.execute(
-            select(
-                ContentItem.id,
-                ContentItem.tenant_id,
-                ContentItem.phash,
-                ContentItem.duplicate_of,
+        cols = (
+            ContentItem.id,
+            ContentItem.tenant_id,
+            ContentItem.phash,
+            ContentItem.duplicate_of,
+            ContentItem.created_at,
+        )
+        parts: list[Any] = [select(*cols).where(ContentItem.id.in_(ids))] if ids else []
+        lookups: list[Any] = []
+        if phash_index.indexable(max_distance):
+            radius = phash_index.block_radius(max_distance)
+            by_tenant: dict[str, list[str]] = {}
+            for it in items:
+                if it.phash is not None:
+                    by_tenant.setdefault(it.tenant_id, []).append(it.phash)
+            looked_up = 0
+            for tenant, hashes in by_tenant.items():
+                split = [phash_index.blocks(h) for h in hashes]
+                for k in range(phash_index.BLOCKS):
+                    values = sorted(
+                        {v for b in split for v in phash_index.neighbours(b[k], radius)}
+                    )
+                    looked_up += len(values)
+                    column = getattr(ContentItem, f"phash_b{k}")
+                    lookups.append(
+                        select(*cols).where(
+                            ContentItem.tenant_id == tenant, _one_of(session, column, values)
+                        )
+                    )
+            # A wide radius on a large batch would pass SQLite's limit of 32,766 parameters.
+            if looked_up > MAX_LOOKUP_VALUES:
+                lookups = []
+        if lookups:
+            parts += lookups
+        else:
+            tenants = {it.tenant_id for it in items}
+            parts.append(
+                select(*cols).where(
+                    ContentItem.tenant_id.in_(tenants), ContentItem.phash.is_not(None)
+                )
             )
-            .where(
-                ContentItem.tenant_id.in_(tenants),
-                or_(ContentItem.phash.is_not(None), ContentItem.id.in_(ids)),
-            )
-            .order_by(ContentItem.created_at, ContentItem.id)
-        ).all()
+        if not parts:
+            return cls([], set())
+        found = union(*parts).subquery()
+        # The SELECT reads what the database holds, not the batch's unflushed new pHashes:
+        # the batch's rows take part only once matched, with their new values.
+        with session.no_autoflush:
+            rows = session.execute(select(found).order_by(found.c.created_at, found.c.id)).all()
         return cls(rows, set(ids))
 
     def match(self, item: ContentItem, *, max_distance: int) -> str | None:
@@ -223,6 +271,14 @@ class _DuplicateScan:
             self.valid[own] = True
             self.canonical[own] = found or item.id
         return found
+
+
+def _one_of(session: Session, column: Any, values: list[int]) -> Any:
+    """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter instead of ~500
+    (binding them one by one took longer than the query: bench/bench_duplicates.py)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(Integer)))
+    return column.in_(values)
 
 
 def item_text(item: ContentItem) -> str | None:
