@@ -20,6 +20,9 @@ def sweep_jobs() -> dict[str, int]:
         # Training jobs report progress at least every few minutes.
         QUEUE_TRAINING: timedelta(minutes=15),
     }
+    # A deleter that crashed between setting a blob aside and deciding leaves it aside: put it
+    # back (shared/storage.py); a minute is far longer than that decision takes.
+    ctx.storage.recover_set_aside(older_than_s=60)
     with ctx.session() as session:
         return sweep(
             session, app, requeue_after=timedelta(seconds=s.requeue_after_s), stale_after=stale

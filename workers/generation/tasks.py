@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import Asset, ContentItem, ContentKind, Job
 from shared.inference.registry import resolve_model
+from shared.storage import ensure_stored
 from workers.celery_app import app
 from workers.context import WorkerContext
 from workers.jobs import run_task
@@ -59,10 +61,13 @@ def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[
         images = model.generate(int(p["n"]), seed=int(p["seed"]), truncation=truncation)
         metas = [{"seed": p["seed"], "index": i} for i in range(len(images))]
     items = []
+    written: list[tuple[str, Callable[[], bytes]]] = []
     for image, meta in zip(images, metas, strict=True):
         buf = io.BytesIO()
         image.save(buf, "PNG", optimize=True)
-        blob = ctx.storage.put_bytes(buf.getvalue())
+        data = buf.getvalue()
+        blob = ctx.storage.put_bytes(data)
+        written.append((blob.key, lambda data=data: data))
         item = ContentItem(
             tenant_id=job.tenant_id,
             kind=ContentKind.generated,
@@ -82,6 +87,7 @@ def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[
     ids = [i.id for i in items]
     # Commit before tagging so the images are kept even if the tagger is missing.
     session.commit()
+    ensure_stored(ctx.storage, written)
     tagging = tag_items(ctx, session, items)
     return {"content_ids": ids, "model": model.ref, "tags": tagging["tags"]}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -40,7 +41,13 @@ from shared.schemas.content import (
     ContentPage,
     ContentPublic,
 )
-from shared.storage import BlobStorage, PayloadTooLarge, StoredBlob, delete_unreferenced_blobs
+from shared.storage import (
+    BlobStorage,
+    PayloadTooLarge,
+    StoredBlob,
+    delete_unreferenced_blobs,
+    ensure_stored,
+)
 
 router = APIRouter(prefix="/v1", tags=["content"])
 
@@ -80,6 +87,16 @@ class Incoming:
     def blob_keys(self) -> set[str]:
         keys = {blob.key for _, blob in self.renditions}
         return keys | {self.blob.key} if self.blob is not None else keys
+
+    def blob_sources(self) -> list[tuple[str, Callable[[], bytes]]]:
+        """Each stored blob with a way to make its bytes again (shared/storage.ensure_stored)."""
+        out: list[tuple[str, Callable[[], bytes]]] = [
+            (blob.key, lambda r=rendition: r.data) for rendition, blob in self.renditions
+        ]
+        if self.blob is not None and self.upload is not None:
+            f = self.upload.file
+            out.append((self.blob.key, lambda: (f.seek(0), f.read())[1]))
+        return out
 
 
 def _check_fields(fields: ContentCreate, settings: GatewaySettings, *, has_file: bool) -> None:
@@ -302,6 +319,7 @@ async def create_content(
         session.rollback()
         _discard(session, storage, inc)
         raise
+    ensure_stored(storage, inc.blob_sources())
     delete_unreferenced_blobs(session, storage, dropped)
     publish(session, celery, job)
     response.headers["Location"] = f"/v1/content/{item.id}"
@@ -384,6 +402,7 @@ async def create_content_batch(
         for inc in incoming:
             _discard(session, storage, inc)
         raise
+    ensure_stored(storage, [source for inc in incoming for source in inc.blob_sources()])
     publish(session, celery, job)
     return ContentBatchAccepted(
         items=[
