@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from shared.imaging import (
     make_renditions,
 )
 from shared.inference.base import ModelError
-from shared.storage import delete_unreferenced_blobs
+from shared.storage import delete_unreferenced_blobs, ensure_stored
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,12 @@ def mark_content_failed(session: Session, content_id: str) -> None:
 
 
 def prepare_images(
-    ctx: WorkerContext, session: Session, items: Sequence[ContentItem], *, model_resize: int
+    ctx: WorkerContext,
+    session: Session,
+    items: Sequence[ContentItem],
+    *,
+    model_resize: int,
+    written: list[tuple[str, Callable[[], bytes]]] | None = None,
 ) -> list[Any | None]:
     """Decode each image once for tagging, flag near-duplicates (one query for all the items),
     and make the thumbnail and pHash of items that arrived without them.
@@ -69,7 +74,8 @@ def prepare_images(
     read instead of the original whenever it holds the pixels a model of ``model_resize``
     needs; otherwise, or if it is missing or unreadable, the original decodes in JPEG draft mode
     at the smallest DCT scale that still serves the model and the thumbnail. Items without an
-    original give ``None``.
+    original give ``None``. Blobs stored here are added to ``written``, for
+    :func:`shared.storage.ensure_stored` once the rows are committed.
     """
     if not items:
         return []
@@ -102,6 +108,8 @@ def prepare_images(
             for r in made.files:
                 if r.role not in assets:
                     blob = ctx.storage.put_bytes(r.data)
+                    if written is not None:
+                        written.append((blob.key, lambda data=r.data: data))
                     item.assets.append(
                         Asset.stored(
                             blob, role=r.role, mime_type=r.mime_type, width=r.width, height=r.height
@@ -246,11 +254,14 @@ class _DuplicateScan:
         if not parts:
             return cls([], set())
         found = union(*parts).subquery()
+        query = select(found.c.id, found.c.tenant_id, found.c.phash, found.c.duplicate_of)
         # The SELECT reads what the database holds, not the batch's unflushed new pHashes:
-        # the batch's rows take part only once matched, with their new values.
+        # the batch's rows take part only once matched, with their new values. Through the
+        # connection, and without returning created_at, because a batch of copies of the same
+        # photos reads every copy, and ORM rows and decoded timestamps cost more than the query.
         with session.no_autoflush:
-            rows = session.execute(select(found).order_by(found.c.created_at, found.c.id)).all()
-        return cls(rows, set(ids))
+            rows = session.connection().execute(query.order_by(found.c.created_at, found.c.id))
+            return cls(rows.all(), set(ids))
 
     def match(self, item: ContentItem, *, max_distance: int) -> str | None:
         if item.phash is None:
@@ -396,13 +407,15 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
             # Thumbnails and duplicates are still worth keeping: raised once they are committed.
             tagger_error = exc
     resize = tagger.resize if tagger is not None else ctx.settings.working_copy_size
-    images = prepare_images(ctx, session, visual, model_resize=resize)
+    written: list[tuple[str, Callable[[], bytes]]] = []
+    images = prepare_images(ctx, session, visual, model_resize=resize, written=written)
     decoded = dict(zip(map(id, visual), images, strict=True))
     prepared = [
         Prepared(item=item, image=decoded.get(id(item)), text=item_text(item)) for item in items
     ]
     # Commit the cheap, model-free results first: a missing model must not lose them.
     session.commit()
+    ensure_stored(ctx.storage, written)
 
     summary: dict[str, Any] = {"items": len(items), "tags": 0, "models": []}
     with_image = [p for p in prepared if p.image is not None]
