@@ -65,12 +65,10 @@ def _fill(s: Session, tenant: str, n: int, rng: random.Random) -> list[int]:
         rows = []
         for i in range(lo, min(n, lo + INSERT_ROWS)):
             h = f"{_flip(centres[i % len(centres)], rng.randint(0, 9), rng):016x}"
-            blocks = dict(zip(("phash_b0", "phash_b1", "phash_b2", "phash_b3"),
-                              phash_index.blocks(h), strict=True))  # fmt: skip
             rows.append(
                 {"id": new_id(), "tenant_id": tenant, "kind": "image", "status": "ready",
                  "phash": h, "created_at": start + timedelta(seconds=i), "updated_at": start,
-                 "meta": {}, **blocks}
+                 "meta": {}, **phash_index.columns(h)}
             )  # fmt: skip
         s.execute(insert(ContentItem), rows)
         s.commit()

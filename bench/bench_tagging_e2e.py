@@ -509,11 +509,10 @@ def main(argv: list[str] | None = None) -> int:
                         worker_fn(blobs=photos[scale], renditions=False),
                     )
                     e2e(tag, m, files=image_files(scale))
-                    e2e_in_flight(tag, m, [{"files": image_files(scale)}] * args.in_flight)
+                    bulk = [{"files": image_files(scale)}] * args.in_flight
+                    e2e_in_flight(tag, m, bulk)
                     if worker_core is not None:
-                        e2e_in_flight(
-                            tag, m, [{"files": image_files(scale)}] * args.in_flight, own_cores=True
-                        )
+                        e2e_in_flight(tag, m, bulk, own_cores=True)
 
     load_after = os.getloadavg()
     lengths = [len(w) for w in _document_windows(embedder, text_sets[1])]

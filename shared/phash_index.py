@@ -17,6 +17,8 @@ from itertools import combinations
 BLOCKS = 4
 BLOCK_BITS = 16
 BLOCK_MASK = (1 << BLOCK_BITS) - 1
+# The content_items columns that hold the blocks, in block order.
+COLUMNS = tuple(f"phash_b{k}" for k in range(BLOCKS))
 # Radius 3 is 697 values a block and item; beyond that a scan is cheaper than the lookups.
 MAX_RADIUS = 2
 
@@ -25,6 +27,12 @@ def blocks(phash: str) -> tuple[int, ...]:
     """The four 16-bit blocks of a 16-hex-digit pHash, low bits first."""
     h = int(phash, 16)
     return tuple((h >> (BLOCK_BITS * k)) & BLOCK_MASK for k in range(BLOCKS))
+
+
+def columns(phash: str | None) -> dict[str, int | None]:
+    """The block columns' values for a pHash (all None for None)."""
+    values = blocks(phash) if phash is not None else (None,) * BLOCKS
+    return dict(zip(COLUMNS, values, strict=True))
 
 
 def block_radius(max_distance: int) -> int:

@@ -121,10 +121,7 @@ class ContentItem(Base):
         UniqueConstraint("tenant_id", "external_id", name="uq_content_tenant_external_id"),
         Index("ix_content_tenant_created", "tenant_id", "created_at", "id"),
         # Near-duplicate lookups by pHash block (shared/phash_index.py).
-        *(
-            Index(f"ix_content_phash_b{k}", "tenant_id", f"phash_b{k}")
-            for k in range(phash_index.BLOCKS)
-        ),
+        *(Index(f"ix_content_{name}", "tenant_id", name) for name in phash_index.COLUMNS),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -157,8 +154,8 @@ class ContentItem(Base):
     @validates("phash")
     def _split_phash(self, _key: str, value: str | None) -> str | None:
         # Every ORM write of a pHash (constructor or assignment) updates its blocks with it.
-        split = phash_index.blocks(value) if value is not None else (None,) * 4
-        self.phash_b0, self.phash_b1, self.phash_b2, self.phash_b3 = split
+        for name, block in phash_index.columns(value).items():
+            setattr(self, name, block)
         return value
 
 

@@ -83,8 +83,7 @@ def test_indexed_scan_answers_as_the_full_scan(
             )  # fmt: skip
         # Core inserts bypass the ORM validator: the blocks are written as the migration does.
         for r in rows:
-            r.update(zip(("phash_b0", "phash_b1", "phash_b2", "phash_b3"),
-                         phash_index.blocks(r["phash"]), strict=True))  # fmt: skip
+            r.update(phash_index.columns(r["phash"]))
         foreign = [dict(r, id=new_id(), tenant_id=other) for r in rows[:200]]
         s.execute(insert(ContentItem), rows + foreign)
         s.commit()

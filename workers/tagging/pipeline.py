@@ -228,12 +228,12 @@ class _DuplicateScan:
             looked_up = 0
             for tenant, hashes in by_tenant.items():
                 split = [phash_index.blocks(h) for h in hashes]
-                for k in range(phash_index.BLOCKS):
+                for k, name in enumerate(phash_index.COLUMNS):
                     values = sorted(
                         {v for b in split for v in phash_index.neighbours(b[k], radius)}
                     )
                     looked_up += len(values)
-                    column = getattr(ContentItem, f"phash_b{k}")
+                    column = getattr(ContentItem, name)
                     lookups.append(
                         select(*cols).where(
                             ContentItem.tenant_id == tenant, _one_of(session, column, values)

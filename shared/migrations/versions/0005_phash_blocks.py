@@ -19,7 +19,7 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-COLUMNS = [f"phash_b{k}" for k in range(phash_index.BLOCKS)]
+COLUMNS = phash_index.COLUMNS
 BACKFILL_ROWS = 5000
 
 
@@ -50,10 +50,7 @@ def _backfill() -> None:
             return
         conn.execute(
             items.update().where(items.c.id == sa.bindparam("row_id")),
-            [
-                {"row_id": r.id, **dict(zip(COLUMNS, phash_index.blocks(r.phash), strict=True))}
-                for r in rows
-            ],
+            [{"row_id": r.id, **phash_index.columns(r.phash)} for r in rows],
         )
         last = rows[-1].id
 

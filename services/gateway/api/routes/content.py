@@ -85,8 +85,7 @@ class Incoming:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def blob_keys(self) -> set[str]:
-        keys = {blob.key for _, blob in self.renditions}
-        return keys | {self.blob.key} if self.blob is not None else keys
+        return {key for key, _ in self.blob_sources()}
 
     def blob_sources(self) -> list[tuple[str, Callable[[], bytes]]]:
         """Each stored blob with a way to make its bytes again (shared/storage.ensure_stored)."""
