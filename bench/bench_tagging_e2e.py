@@ -52,7 +52,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import io
-import itertools
 import statistics
 import subprocess
 import sys
@@ -84,6 +83,7 @@ from shared.db.models import Asset, ContentItem, ContentKind  # noqa: E402
 from shared.db.scratch import scratch_database  # noqa: E402
 from shared.db.session import session_scope  # noqa: E402
 from shared.imaging import decode_image, make_renditions  # noqa: E402
+from shared.inference.registry import ModelRegistry  # noqa: E402
 from workers.context import WorkerContext  # noqa: E402
 from workers.tagging.image import ImageTagger  # noqa: E402
 from workers.tagging.pipeline import tag_items  # noqa: E402
@@ -200,7 +200,9 @@ def _own_cores(worker_core: int | None) -> Iterator[None]:
 
 
 @contextmanager
-def _celery_worker(env: dict[str, str], log_path: str, core: int | None) -> Iterator[None]:
+def _celery_worker(
+    env: dict[str, str], log_path: str, core: int | None, processes: int = 1
+) -> Iterator[None]:
     def pin() -> None:
         if core is not None:
             os.sched_setaffinity(0, {core})
@@ -208,8 +210,8 @@ def _celery_worker(env: dict[str, str], log_path: str, core: int | None) -> Iter
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
-             "tagging", "-c", "1", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip",
-             "--without-mingle", "--without-heartbeat"],
+             "tagging", "-c", str(processes), "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin,
         )  # fmt: skip
         try:
@@ -223,6 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--models-dir", default=os.environ.get("ATELIER_MODELS_DIR", "var/models"))
     p.add_argument("--redis", default="redis://127.0.0.1:6379/13")
+    p.add_argument(
+        "--redis-slots",
+        default="redis://127.0.0.1:6379/8",
+        help="broker of the second worker (processes sharing one inference slot)",
+    )
+    p.add_argument(
+        "--worker-processes",
+        type=int,
+        default=2,
+        help="processes of the second worker, which share one inference slot",
+    )
     p.add_argument(
         "--db",
         choices=["postgresql", "sqlite"],
@@ -267,9 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             models_dir=models_dir,
         )
         settings = GatewaySettings(**common)
-        ctx = WorkerContext(settings=WorkerSettings(**common, ort_threads=1))
-        embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
-        tagger = ctx.registry.get(ctx.settings.image_model, ImageTagger)
+        ctx = WorkerContext(
+            settings=WorkerSettings(**common, ort_threads=1, inference_slots_dir=f"{tmp}/slots")
+        )
+        # The raw rows call onnxruntime's own session, without the worker's inference slot.
+        raw_models = ModelRegistry(models_dir, threads=1)
+        embedder = raw_models.get(ctx.settings.text_model, TextEmbedder)
+        tagger = raw_models.get(ctx.settings.image_model, ImageTagger)
 
         # --- inputs for the raw and torch rows, prepared once per text set / photo set -------
         doc_batches = [_batches(_document_windows(embedder, ts)) for ts in text_sets]
@@ -399,9 +416,24 @@ def main(argv: list[str] | None = None) -> int:
         # machines or cores of its own. Other rows let this process use every core.
         cores = sorted(os.sched_getaffinity(0))
         worker_core = cores[-1] if len(cores) > 1 else None
+        # A second worker, on a broker of its own with a gateway of its own (both idle while
+        # the other runs): several processes, nothing pinned, sharing ONE inference slot, so
+        # the model still runs once at a time on one thread (as in the raw rows) while one
+        # process's database and file work overlaps another's inference.
+        slots_env = {
+            **env,
+            "ATELIER_REDIS_URL": args.redis_slots,
+            "ATELIER_INFERENCE_SLOTS": "1",
+            "ATELIER_INFERENCE_SLOTS_DIR": f"{tmp}/slots-1",
+        }
+        slotted = f"{args.worker_processes} worker processes sharing 1 inference slot"
         with (
             _celery_worker(env, f"{tmp}/worker.log", worker_core),
+            _celery_worker(slots_env, f"{tmp}/worker-slots.log", None, args.worker_processes),
             TestClient(create_app(settings)) as client,
+            TestClient(
+                create_app(settings.model_copy(update={"redis_url": args.redis_slots}))
+            ) as slots_client,
         ):
 
             def e2e(name: str, n: int, **kwargs: Any) -> None:
@@ -422,32 +454,46 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
             def e2e_in_flight(
-                name: str, n: int, payloads: list[dict[str, Any]], *, own_cores: bool = False
+                name: str,
+                n: int,
+                payloads: list[dict[str, Any]],
+                *,
+                own_cores: bool = False,
+                via: TestClient | None = None,
             ) -> None:
                 """Batches posted back to back, then awaited: upload and tagging overlap (the
                 gateway and the worker are separate processes), as in a bulk import. With
-                ``own_cores`` this process (client + gateway) stays off the worker's core."""
+                ``own_cores`` this process (client + gateway) stays off the worker's core;
+                ``via`` the second gateway, whose worker shares one inference slot."""
+                client_ = via or client
                 keys = [new_tenant()[1] for _ in payloads]
                 t0, wall0 = time.perf_counter(), time.time()
                 jobs = []
                 with _own_cores(worker_core if own_cores else None):
                     for key, kwargs in zip(keys, payloads, strict=True):
-                        r = client.post("/v1/content:batch", headers=_auth(key), **kwargs)
+                        r = client_.post("/v1/content:batch", headers=_auth(key), **kwargs)
                         assert r.status_code == 202, r.text
                         jobs.append(r.json()["job_id"])
-                    done = [_wait(client, k, job_id) for k, job_id in zip(keys, jobs, strict=True)]
+                    done = [_wait(client_, k, job_id) for k, job_id in zip(keys, jobs, strict=True)]
                 elapsed = time.perf_counter() - t0
                 assert all(j["status"] == "succeeded" for j in done), done
                 label = f"{name}: end to end, {len(payloads)} batches in flight"
                 if own_cores:
                     label += ", gateway off the worker's core"
+                if via is not None:
+                    label += f", {slotted}"
                 t.add(label, n * len(payloads), elapsed)
                 spans = sorted(
                     (_timestamp(j["started_at"]), _timestamp(j["finished_at"])) for j in done
                 )
-                runs = sum(end - start for start, end in spans)
-                gaps = sum(max(0.0, b[0] - a[1]) for a, b in itertools.pairwise(spans))
-                split = (spans[0][0] - wall0, runs, gaps, wall0 + elapsed - spans[-1][1])
+                # Time with at least one job running (jobs of several processes overlap), and
+                # the time between the first start and the last finish with none running.
+                busy, reach = 0.0, spans[0][0]
+                for start, end in spans:
+                    busy += max(0.0, end - max(start, reach))
+                    reach = max(reach, end)
+                gaps = (spans[-1][1] - spans[0][0]) - busy
+                split = (spans[0][0] - wall0, busy, gaps, wall0 + elapsed - spans[-1][1])
                 flight_phases.setdefault(label, []).append(split)
 
             def image_files(scale: int) -> list[Any]:
@@ -460,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
             worker_fn(texts=text_sets[0])
             for scale in scales:
                 e2e("warm-up", args.images, files=image_files(scale))
+                # A batch per process of the second worker, so that each has loaded the model.
+                warm = [{"files": image_files(scale)}] * (2 * args.worker_processes)
+                e2e_in_flight("warm-up", args.images, warm, via=slots_client)
                 worker_fn(blobs=photos[scale])
                 raw_image(scale)
                 if torch_image is not None:
@@ -513,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                     e2e_in_flight(tag, m, bulk)
                     if worker_core is not None:
                         e2e_in_flight(tag, m, bulk, own_cores=True)
+                    e2e_in_flight(tag, m, bulk, via=slots_client)
 
     load_after = os.getloadavg()
     lengths = [len(w) for w in _document_windows(embedder, text_sets[1])]
@@ -576,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(
                     f"  {label.split(', ', 1)[1]}, median ms: first upload -> first job started "
-                    f"{fill:.0f}, job runs {runs:.0f} in all, between jobs {gaps:.0f}, last job "
+                    f"{fill:.0f}, jobs running {runs:.0f}, none running {gaps:.0f}, last job "
                     f"finished -> seen {drain:.0f}; raw ORT on the same images "
                     f"{1000 * args.images * args.in_flight / ref:.0f}"
                 )

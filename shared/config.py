@@ -85,6 +85,12 @@ class RecommenderSettings(CommonSettings):
 
 class WorkerSettings(CommonSettings):
     ort_threads: int = 1
+    # Model runs at once on this host, across every worker process (0: cores // ort_threads).
+    # Run more worker processes than slots, and one's database and file work overlaps another's
+    # inference while the CPU never holds more model runs than cores (shared/inference/slots.py).
+    inference_slots: int = Field(default=0, ge=0)
+    # Shared by every worker process of the host; default: a per-user directory under /tmp.
+    inference_slots_dir: Path | None = None
     # Registry names of the serving models; `text_embedder_int8` is 1.5-2.7x faster with cosine
     # >= 0.98 to fp32 (see README). The int8 CNN is not offered: its top-1 agreement is too low.
     image_model: str = "image_tagger"

@@ -13,6 +13,7 @@ needs more pixels than the working copy holds.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -79,12 +80,40 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def thumbnail(im: Image.Image, size: int) -> Image.Image:
-    thumb = im.copy()
+    """``im`` fitted into a ``size`` square, as Pillow's ``Image.thumbnail`` makes it (the same
+    size rounding, so the same pixels), without first copying the whole decoded frame, which
+    ``thumbnail`` (in place) needs. ``im`` itself when it already fits; never modified."""
+    fitted = _fit(im.size, size)
+    if fitted is None:
+        return im
     # reducing_gap 1: a box reduce by the integer factor, then bilinear (Pillow widens the
     # filter when it shrinks, so this is still antialiased). Half the time of Lanczos on these
     # machines, 41-42 dB PSNR to it on scikit-image photos: less than JPEG q80 changes anyway.
-    thumb.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=1.0)
-    return thumb
+    return im.resize(fitted, Image.Resampling.BILINEAR, reducing_gap=1.0)
+
+
+def _fit(image_size: tuple[int, int], size: int) -> tuple[int, int] | None:
+    """The size ``Image.thumbnail((size, size))`` gives (Pillow 13's rounding: of floor and
+    ceil, the one nearer the aspect ratio), or None when the image fits already."""
+    w, h = image_size
+    if size >= w and size >= h:
+        return None
+    aspect = w / h
+    x = y = size
+    if x / y >= aspect:
+        x = max(
+            min(math.floor(y * aspect), math.ceil(y * aspect), key=lambda n: abs(aspect - n / y)), 1
+        )
+    else:
+        y = max(
+            min(
+                math.floor(x / aspect),
+                math.ceil(x / aspect),
+                key=lambda n: 0 if n == 0 else abs(aspect - x / n),
+            ),
+            1,
+        )
+    return x, y
 
 
 def centre_square(im: Image.Image, size: int) -> Image.Image:

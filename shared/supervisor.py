@@ -22,7 +22,7 @@ import redis
 from shared.config import CommonSettings
 from shared.db.migrate import upgrade
 from shared.inference.registry import active_version
-from shared.tasks import QUEUES
+from shared.tasks import QUEUE_TAGGING, QUEUES
 
 SERVING_MODELS = ("image_tagger", "text_embedder", "text_generator", "image_generator")
 
@@ -66,7 +66,10 @@ class Supervisor:
     var_dir: Path
     gateway_port: int = 8000
     recommender_port: int = 8001
-    concurrency: dict[str, int] = field(default_factory=dict)
+    # Worker processes per queue. Tagging gets two: with inference slots (one per core by
+    # default, shared by every worker process), one process's database and file work overlaps
+    # the other's model run (bench/bench_tagging_e2e.py).
+    concurrency: dict[str, int] = field(default_factory=lambda: {QUEUE_TAGGING: 2})
     build_models: bool = True
     beat: bool = True
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)

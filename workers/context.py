@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from shared.config import WorkerSettings, worker_settings
 from shared.db.session import session_scope
 from shared.inference.registry import ModelRegistry
+from shared.inference.slots import InferenceSlots, default_slot_count
 from shared.storage import BlobStorage, open_storage
 
 
@@ -29,7 +30,11 @@ class WorkerContext:
 
     @cached_property
     def registry(self) -> ModelRegistry:
-        return ModelRegistry(self.settings.models_dir, threads=self.settings.ort_threads)
+        s = self.settings
+        slots = InferenceSlots(
+            s.inference_slots or default_slot_count(s.ort_threads), s.inference_slots_dir
+        )
+        return ModelRegistry(s.models_dir, threads=s.ort_threads, slots=slots)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

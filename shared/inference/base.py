@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from shared.inference.manifest import Manifest, read_manifest, verify_files
 from shared.inference.session import create_session
+from shared.inference.slots import InferenceSlots, SlottedSession
 
 
 class ModelError(RuntimeError):
@@ -25,9 +26,17 @@ class ModelError(RuntimeError):
 class InferenceModel(ABC):
     kind: ClassVar[str]
 
-    def __init__(self, model_dir: Path, *, threads: int | None = None, verify: bool = True):
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        threads: int | None = None,
+        verify: bool = True,
+        slots: InferenceSlots | None = None,
+    ):
         self.model_dir = model_dir
         self.threads = threads
+        self.slots = slots
         try:
             self.manifest: Manifest = read_manifest(model_dir)
         except FileNotFoundError as exc:
@@ -56,7 +65,13 @@ class InferenceModel(ABC):
         return f"{self.manifest.name}:{self.manifest.version}"
 
     def session(self, file_name: str = "model.onnx") -> ort.InferenceSession:
-        return create_session(self.model_dir / file_name, threads=self.threads)
+        """The ONNX session of ``file_name``; its runs take an inference slot when the model was
+        loaded with ``slots`` (shared/inference/slots.py)."""
+        session = create_session(self.model_dir / file_name, threads=self.threads)
+        if self.slots is None:
+            return session
+        # Duck-typed: everything the models call on a session, run included, is there.
+        return SlottedSession(session, self.slots)  # type: ignore[return-value]
 
     @abstractmethod
     def _load(self) -> None: ...

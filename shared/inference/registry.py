@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from shared.inference.base import InferenceModel, ModelError
 from shared.inference.manifest import MANIFEST_NAME, Manifest, list_versions
+from shared.inference.slots import InferenceSlots
 
 ACTIVE_FILE = "ACTIVE"
 M = TypeVar("M", bound=InferenceModel)
@@ -44,10 +45,16 @@ def set_active_version(models_dir: Path, name: str, version: str) -> None:
 
 class ModelRegistry:
     def __init__(
-        self, models_dir: Path, *, threads: int | None = None, check_interval: float = 2.0
+        self,
+        models_dir: Path,
+        *,
+        threads: int | None = None,
+        check_interval: float = 2.0,
+        slots: InferenceSlots | None = None,
     ):
         self.models_dir = models_dir
         self.threads = threads
+        self.slots = slots
         self.check_interval = check_interval
         self._cache: dict[str, tuple[str, InferenceModel]] = {}
         self._checked: dict[str, float] = {}
@@ -74,7 +81,7 @@ class ModelRegistry:
             if cached is not None and cached[0] == wanted:
                 return cached[1]  # type: ignore[return-value]
             try:
-                model = cls(self.models_dir / name / wanted, threads=self.threads)
+                model = cls(self.models_dir / name / wanted, threads=self.threads, slots=self.slots)
             except ModelError:
                 # A corrupt copy must not stay cached; the next call tries again from disk.
                 self._cache.pop(name, None)

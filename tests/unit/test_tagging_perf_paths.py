@@ -31,6 +31,7 @@ from shared.imaging import (
     make_renditions,
     open_image,
     perceptual_hash,
+    thumbnail,
 )
 from workers.context import WorkerContext
 from workers.tagging.image import RESIZE_SIZE
@@ -305,3 +306,23 @@ def test_working_copy_gives_the_tags_of_the_original(models_dir: Path) -> None:
         direct, via_copy = tagger.predict([decoded, copy])
         assert float(direct.embedding @ via_copy.embedding) > 0.99
         assert direct.labels[0][0] == via_copy.labels[0][0]
+
+
+@pytest.mark.parametrize(
+    "size", [(640, 424), (424, 640), (257, 256), (256, 257), (1919, 1278), (300, 3), (3, 300)]
+)
+def test_thumbnail_is_pillows_thumbnail_without_the_copy(size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(size[0] * size[1])
+    im = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    before = im.tobytes()
+    reference = im.copy()
+    reference.thumbnail((256, 256), Image.Resampling.BILINEAR, reducing_gap=1.0)
+    got = thumbnail(im, 256)
+    assert got.size == reference.size
+    assert got.tobytes() == reference.tobytes()
+    assert im.tobytes() == before, "the source image must not change"
+
+
+def test_thumbnail_of_a_small_image_is_the_image() -> None:
+    im = Image.new("RGB", (200, 120), (10, 20, 30))
+    assert thumbnail(im, 256).size == (200, 120)
