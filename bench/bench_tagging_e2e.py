@@ -1,7 +1,8 @@
 """Tagging throughput, side by side in one run: raw ORT, the worker function, end to end, torch.
 
     python bench/bench_tagging_e2e.py [--texts 64] [--images 32] [--repeats 3] [--scales 1,3]
-        [--redis redis://127.0.0.1:6379/13] [--db sqlite|postgresql]
+        [--redis redis://127.0.0.1:6379/13] [--redis-slots redis://127.0.0.1:6379/8]
+        [--worker-processes 2] [--in-flight 6] [--db sqlite|postgresql] [--no-torch]
 
 For texts and for images, every repeat runs each path once, in turn, so that load from other
 processes on a shared machine falls on every path alike; figures are items/s, median (min-max).
@@ -30,8 +31,12 @@ processes on a shared machine falls on every path alike; figures are items/s, me
   import (only the first upload is not overlapped). The worker process is pinned to one core;
   the gateway runs in this process and may use every core, the worker's included, except in the
   rows marked "gateway off the worker's core", where this process keeps to the other cores, as
-  a gateway on machines of its own would. The worker is warmed up first, so model loading is
-  not counted.
+  a gateway on machines of its own would. The rows marked "N worker processes sharing 1
+  inference slot" go to a second worker (its own broker, its own gateway app; each worker idles
+  while the other's rows run): ``--worker-processes`` processes, nothing pinned, whose model
+  runs take turns in one slot (shared/inference/slots.py), so the model still runs once at a
+  time on one thread, as in the raw rows, while one process's database and file work overlaps
+  another's inference. Workers are warmed up first, so model loading is not counted.
 
 Texts are unique sentences, sentence pairs and paragraphs from scikit-learn's bundled dataset
 descriptions (as in ``bench_text_tagger.py``): repeated texts would flatter anything that shares
