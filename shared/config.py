@@ -73,6 +73,9 @@ class GatewaySettings(CommonSettings):
     max_interaction_events: int = 10_000
     # Seconds a verified API key is trusted without a database lookup (revocation delay).
     api_key_cache_s: float = 5.0
+    # Memory for tenants' vectors kept by /v1/content/{id}/similar, per gateway process
+    # (services/gateway/similar.py; 0 reads them from the database on every request).
+    similar_cache_mb: int = Field(default=256, ge=0)
     recommender_url: str = "http://127.0.0.1:8001"
     recommender_timeout_s: float = 5.0
 

@@ -24,6 +24,7 @@ from services.gateway.api.routes import (
     webhooks,
 )
 from services.gateway.recommender_client import RecommenderClient
+from services.gateway.similar import SimilarIndex
 from shared.config import GatewaySettings, WorkerSettings, gateway_settings
 from shared.db.session import get_sessionmaker
 from shared.http import BodySizeLimit, RequestMetrics, install_error_handlers
@@ -55,6 +56,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings.recommender_url, timeout_s=settings.recommender_timeout_s
     )
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
+    app.state.similar = SimilarIndex(settings.similar_cache_mb * 2**20)
     # One process-wide bound on concurrent upload decodes, whatever the number of requests: a
     # batch's files decode in parallel, never more than decode_threads at once (CPU, and
     # memory: a decoded image can be large).

@@ -219,12 +219,20 @@ class Embedding(Base):
     """One vector per content item and embedding space (e.g. image, text)."""
 
     __tablename__ = "embeddings"
+    __table_args__ = (
+        # Covers the similar-content cache's freshness check (count and newest per tenant,
+        # space and model: services/gateway/similar.py) without touching the vectors; its
+        # prefix serves every by-tenant read.
+        Index(
+            "ix_embeddings_tenant_space_model_created", "tenant_id", "space", "model", "created_at"
+        ),
+    )
 
     content_id: Mapped[str] = mapped_column(
         ForeignKey("content_items.id", ondelete="CASCADE"), primary_key=True
     )
     space: Mapped[str] = mapped_column(String(32), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     model: Mapped[str] = mapped_column(String(200))
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.gateway.similar import SimilarIndex
 from shared.auth import hash_key, lookup_key
 from shared.config import GatewaySettings
 from shared.http import ApiError
@@ -44,11 +45,16 @@ def get_decode_limiter(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.decode_limiter
 
 
+def get_similar_index(request: Request) -> SimilarIndex:
+    return request.app.state.similar
+
+
 SessionDep = Annotated[Session, Depends(get_db)]
 DecodeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_decode_limiter)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 StorageDep = Annotated[BlobStorage, Depends(get_storage)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+SimilarIndexDep = Annotated[SimilarIndex, Depends(get_similar_index)]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `atelier keys create`")
 

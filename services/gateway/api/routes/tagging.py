@@ -16,6 +16,7 @@ from services.gateway.api.deps import (
     ReaderDep,
     SessionDep,
     SettingsDep,
+    SimilarIndexDep,
     WriterDep,
 )
 from shared.db.models import (
@@ -239,6 +240,7 @@ def similar_content(
     content_id: str,
     principal: ReaderDep,
     session: SessionDep,
+    similar: SimilarIndexDep,
     space: Space = "image",
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> SimilarPage:
@@ -259,24 +261,16 @@ def similar_content(
             f"content {content_id} has no {space} embedding"
             + (" (it has no image)" if space == "image" else " (it has no text or title)"),
         )
-    # Exact scan over the tenant's vectors of the same model: fine into the 100k range
-    # (one matrix product); an ANN index would be the next step beyond that.
-    rows = session.execute(
-        select(Embedding.content_id, Embedding.vector).where(
-            Embedding.tenant_id == principal.tenant_id,
-            Embedding.space == space,
-            Embedding.model == own.model,
-            Embedding.content_id != item.id,
-        )
-    ).all()
-    if not rows:
-        return SimilarPage(content_id=item.id, space=space, model=own.model, items=[])
-    query = np.frombuffer(own.vector, dtype="<f4")
-    matrix = np.frombuffer(b"".join(v for _, v in rows), dtype="<f4").reshape(len(rows), -1)
-    norms = np.linalg.norm(matrix, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
-    scores = matrix @ query / np.maximum(norms, 1e-12)
-    top = np.argsort(-scores, kind="stable")[:limit]
-    ids = [rows[i][0] for i in top]
+    hits = similar.nearest(
+        session,
+        tenant_id=principal.tenant_id,
+        space=space,
+        model=own.model,
+        query=np.frombuffer(own.vector, dtype="<f4"),
+        exclude=item.id,
+        limit=limit,
+    )
+    ids = [cid for cid, _ in hits]
     found = {
         c.id: c for c in session.scalars(select(ContentItem).where(ContentItem.id.in_(ids))).all()
     }
@@ -290,9 +284,9 @@ def similar_content(
                 external_id=found[cid].external_id,
                 kind=found[cid].kind,
                 title=found[cid].title,
-                score=round(float(scores[i]), 6),
+                score=round(score, 6),
             )
-            for i, cid in zip(top, ids, strict=True)
+            for cid, score in hits
             if cid in found
         ],
     )
