@@ -139,6 +139,40 @@ def _minilm_flops(batch: int, length: int, d: int = 384, layers: int = 6) -> flo
     return float(batch * length * layers * (dense + attention))
 
 
+def _gemm_peak(tokens: int = 1152, d: int = 384, repeats: int = 9) -> float | None:
+    """GFLOP/s of one bare fp32 MatMul in onnxruntime on one thread, at the shape of MiniLM's
+    FFN over a batch (tokens x 384 x 1536): what one core gives a transformer's matrix products
+    at most (None without the ``onnx`` package, which the train extra installs)."""
+    try:
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((tokens, d)).astype(np.float32)
+    b = rng.standard_normal((d, 4 * d)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "B"], ["C"])],
+        "ffn",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [tokens, d])],
+        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [tokens, 4 * d])],
+        [helper.make_tensor("B", TensorProto.FLOAT, [d, 4 * d], b.ravel())],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess.run(None, {"A": a})
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, {"A": a})
+        times.append(time.perf_counter() - t0)
+    return 2 * tokens * d * 4 * d / statistics.median(times) / 1e9
+
+
 def _timestamp(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
@@ -569,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
                         e2e_in_flight(tag, m, bulk, own_cores=True)
                     e2e_in_flight(tag, m, bulk, via=slots_client)
 
+    # The core's ceiling for matrix products, for the GFLOP/s line, measured in this run.
+    gemm = _gemm_peak()
     load_after = os.getloadavg()
     lengths = [len(w) for w in _document_windows(embedder, text_sets[1])]
     n_cands = sum(len(keyphrase_candidates(x)) for x in text_sets[1])
@@ -615,6 +651,11 @@ def main(argv: list[str] | None = None) -> int:
         f"  GFLOP/s on one core: raw ORT {ref * flop / 1e9:.1f}, torch eager "
         f"{eager * flop / 1e9:.1f} ({flop / 1e9:.2f} GFLOP per text incl. padding)"
     )
+    if gemm is not None:
+        print(
+            f"  one bare fp32 MatMul (ORT, FFN shape, one thread): {gemm:.1f} GFLOP/s; "
+            f"1.5x torch eager would need {1.5 * eager * flop / 1e9:.1f}"
+        )
     for scale in scales:
         sizes = sorted({Image.open(io.BytesIO(b)).size for b in photos[scale]})
         print(f"images x{scale}: {args.images} JPEG q90, {sizes[0]}..{sizes[-1]}; {tagger.ref}")
