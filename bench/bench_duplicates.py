@@ -19,7 +19,6 @@ lookup read, and how many batch images were found to be near-duplicates.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import statistics
 import sys
@@ -41,9 +40,8 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from shared import phash_index  # noqa: E402
 from shared.auth import create_tenant  # noqa: E402
-from shared.db.migrate import upgrade  # noqa: E402
 from shared.db.models import ContentItem, ContentKind, new_id, utcnow  # noqa: E402
-from shared.db.scratch import scratch_database  # noqa: E402
+from shared.db.scratch import scratch_url  # noqa: E402
 from shared.db.session import session_scope  # noqa: E402
 from workers.tagging.pipeline import _DuplicateScan  # noqa: E402
 
@@ -114,13 +112,7 @@ def main(argv: list[str] | None = None) -> int:
           f"median of {args.repeats} (min-max), ms per batch")  # fmt: skip
     print(f"{'tenant images':>13s}  {'full scan':>22s}  {'pHash blocks':>22s}  {'speed-up':>8s}"
           f"  rows read (full / blocks)  matches")  # fmt: skip
-    with contextlib.ExitStack() as stack:
-        if args.db == "postgresql":
-            db = stack.enter_context(scratch_database())
-        else:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory())
-            db = f"sqlite:///{tmp}/dups.db"
-        upgrade(db)
+    with tempfile.TemporaryDirectory() as tmp, scratch_url(args.db, tmp) as db:
         for n in sizes:
             with session_scope(db) as s:
                 tenant = create_tenant(s, name=f"dups-{uuid.uuid4().hex[:8]}").id

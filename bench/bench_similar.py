@@ -16,7 +16,6 @@ the cache and the scan are checked to be the same on every repeat.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -39,9 +38,8 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from services.gateway.similar import SimilarIndex  # noqa: E402
 from shared.auth import create_tenant  # noqa: E402
-from shared.db.migrate import upgrade  # noqa: E402
 from shared.db.models import ContentItem, Embedding, new_id, utcnow  # noqa: E402
-from shared.db.scratch import scratch_database  # noqa: E402
+from shared.db.scratch import scratch_url  # noqa: E402
 from shared.db.session import session_scope  # noqa: E402
 
 MODEL = "image_tagger:bench-1"
@@ -134,13 +132,7 @@ def main(argv: list[str] | None = None) -> int:
           f"median of {args.repeats} (min-max), ms per request")  # fmt: skip
     cols = ("exact scan", "cached", "cached, +32 new", "first request")
     print(f"{'vectors':>8s}  " + "  ".join(f"{c:>25s}" for c in cols) + "  scan / cached")
-    with contextlib.ExitStack() as stack:
-        if args.db == "postgresql":
-            db = stack.enter_context(scratch_database())
-        else:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory())
-            db = f"sqlite:///{tmp}/similar.db"
-        upgrade(db)
+    with tempfile.TemporaryDirectory() as tmp, scratch_url(args.db, tmp) as db:
         for n in sizes:
             times = _measure(db, n, args, rng, cols)
             scan, cached = (statistics.median(times[c]) for c in cols[:2])

@@ -83,9 +83,8 @@ from sqlalchemy import select  # noqa: E402
 from services.gateway.main import create_app  # noqa: E402
 from shared.auth import create_api_key, create_tenant  # noqa: E402
 from shared.config import GatewaySettings, WorkerSettings  # noqa: E402
-from shared.db.migrate import upgrade  # noqa: E402
 from shared.db.models import Asset, ContentItem, ContentKind  # noqa: E402
-from shared.db.scratch import scratch_database  # noqa: E402
+from shared.db.scratch import scratch_url  # noqa: E402
 from shared.db.session import session_scope  # noqa: E402
 from shared.imaging import decode_image, make_renditions  # noqa: E402
 from shared.inference.registry import ModelRegistry  # noqa: E402
@@ -306,11 +305,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
-        if args.db == "postgresql":
-            db = stack.enter_context(scratch_database())
-        else:
-            db = f"sqlite:///{tmp}/bench.db"
-        upgrade(db)
+        db = stack.enter_context(scratch_url(args.db, tmp))
         common = dict(
             environment="test",
             database_url=db,
@@ -652,10 +647,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{eager * flop / 1e9:.1f} ({flop / 1e9:.2f} GFLOP per text incl. padding)"
     )
     if gemm is not None:
-        print(
-            f"  one bare fp32 MatMul (ORT, FFN shape, one thread): {gemm:.1f} GFLOP/s; "
-            f"1.5x torch eager would need {1.5 * eager * flop / 1e9:.1f}"
+        need = (
+            ""
+            if np.isnan(eager)
+            else f"; 1.5x torch eager would need {1.5 * eager * flop / 1e9:.1f}"
         )
+        print(f"  one bare fp32 MatMul (ORT, FFN shape, one thread): {gemm:.1f} GFLOP/s{need}")
     for scale in scales:
         sizes = sorted({Image.open(io.BytesIO(b)).size for b in photos[scale]})
         print(f"images x{scale}: {args.images} JPEG q90, {sizes[0]}..{sizes[-1]}; {tagger.ref}")

@@ -6,6 +6,8 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
 
 DEFAULT_SERVER = os.environ.get(
     "ATELIER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -34,3 +36,19 @@ def scratch_database(server: str = DEFAULT_SERVER, *, prefix: str = "atelier") -
         get_engine(url).dispose()
         with psycopg.connect(libpq(server), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def scratch_url(kind: Literal["sqlite", "postgresql"], directory: str | Path) -> Iterator[str]:
+    """A migrated throw-away database for a benchmark: a SQLite file in ``directory``, or a
+    scratch PostgreSQL database on ``ATELIER_TEST_POSTGRES_URL``."""
+    from shared.db.migrate import upgrade
+
+    if kind == "postgresql":
+        with scratch_database() as url:
+            upgrade(url)
+            yield url
+        return
+    url = f"sqlite:///{Path(directory) / 'bench.db'}"
+    upgrade(url)
+    yield url
