@@ -40,6 +40,7 @@ from shared.db.models import ContentItem, Embedding, Interaction, ModelVersion, 
 from shared.http import ApiError
 from shared.recommender_config import TenantConfig, get_config
 from shared.schemas.recommendations import RecommendationList, RecommendedItem
+from shared.vectors import Key, VectorSet
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,8 @@ class TenantState:
     model: LoadedModel | None = None
     config: TenantConfig = field(default_factory=TenantConfig)
     content: ContentIndex = field(default_factory=ContentIndex)
-    content_stamp: tuple[int, Any] = (0, None)
+    # space -> the set behind ``content`` (shared/vectors.py), refreshed by reading what changed.
+    vector_sets: dict[str, tuple[Key, VectorSet]] = field(default_factory=dict)
     sql_trending: list[str] = field(default_factory=list)
     failed_version: str | None = None
     # Item rows (ids, title, kind, metadata, tags) seen by recent requests; emptied at every
@@ -215,15 +217,7 @@ class ModelStore:
                 log.error("cannot load model %s for tenant %s: %s", active, tenant_id, exc)
         if st.model is None:
             st.sql_trending = _sql_popular(session, tenant_id, st.config, limit=1000)
-        stamp = session.execute(
-            select(func.count(), func.max(Embedding.created_at)).where(
-                Embedding.tenant_id == tenant_id
-            )
-        ).one()
-        stamp_t = (int(stamp[0]), stamp[1])
-        if stamp_t != st.content_stamp:
-            st.content = _load_content(session, tenant_id)
-            st.content_stamp = stamp_t
+        _refresh_content(session, tenant_id, st)
 
 
 def _sql_popular(session: Session, tenant_id: str, cfg: TenantConfig, *, limit: int) -> list[str]:
@@ -239,30 +233,26 @@ def _sql_popular(session: Session, tenant_id: str, cfg: TenantConfig, *, limit: 
     return [r[0] for r in rows]
 
 
-def _load_content(session: Session, tenant_id: str) -> ContentIndex:
-    by_space: dict[str, tuple[list[str], list[np.ndarray]]] = {}
-    rows = session.execute(
-        select(Embedding.content_id, Embedding.space, Embedding.vector).where(
-            Embedding.tenant_id == tenant_id
-        )
-    )
-    for cid, space, blob in rows:
-        ids, vecs = by_space.setdefault(space, ([], []))
-        ids.append(cid)
-        vecs.append(np.frombuffer(blob, dtype="<f4"))
-    index = ContentIndex()
-    for space, (ids, vecs) in by_space.items():
-        dims = {len(v) for v in vecs}
-        if len(dims) != 1:
-            # Mixed dimensions mean two embedding models; keep the most common one.
-            common = max(dims, key=lambda d: sum(len(v) == d for v in vecs))
-            keep = [i for i, v in enumerate(vecs) if len(v) == common]
-            ids, vecs = [ids[i] for i in keep], [vecs[i] for i in keep]
-        mat = np.vstack(vecs).astype(np.float32)
-        norms = np.linalg.norm(mat, axis=1, keepdims=True)
-        mat /= np.where(norms == 0, 1.0, norms)
-        index.spaces[space] = (ids, {c: i for i, c in enumerate(ids)}, mat)
-    return index
+def _refresh_content(session: Session, tenant_id: str, st: TenantState) -> None:
+    """The tenant's vectors, one model a space: the one most of its items have (after a model
+    upgrade, the old one until re-tagging has moved most items to the new); vectors of two
+    models are not comparable."""
+    chosen: dict[str, tuple[int, str]] = {}
+    for space, model, n in session.execute(
+        select(Embedding.space, Embedding.model, func.count())
+        .where(Embedding.tenant_id == tenant_id)
+        .group_by(Embedding.space, Embedding.model)
+    ):
+        chosen[space] = max(chosen.get(space, (-1, "")), (int(n), model))
+    sets: dict[str, tuple[Key, VectorSet]] = {}
+    for space, (_, model) in chosen.items():
+        key = (tenant_id, space, model)
+        held = st.vector_sets.get(space)
+        vectors = held[1] if held is not None and held[0] == key else VectorSet()
+        vectors.refresh(session, key)
+        sets[space] = (key, vectors)
+    st.vector_sets = sets
+    st.content = ContentIndex({space: vs.view() for space, (_, vs) in sets.items() if vs.n})
 
 
 @dataclass(frozen=True)

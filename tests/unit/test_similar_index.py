@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-import services.gateway.similar as similar_mod
+import shared.vectors as vectors_mod
 from services.gateway.similar import SimilarIndex
 from shared.auth import create_tenant
 from shared.db.models import ContentItem, ContentKind, Embedding, utcnow
@@ -32,13 +32,13 @@ def session(sqlite_url: str) -> Iterator[Session]:
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every vector read the cache makes: ``since`` (None for a whole set)."""
     seen: list[Any] = []
-    real = similar_mod._read
+    real = vectors_mod.read
 
     def spy(session: Session, key: Any, *, since: Any) -> list[Any]:
         seen.append(since)
         return real(session, key, since=since)
 
-    monkeypatch.setattr(similar_mod, "_read", spy)
+    monkeypatch.setattr(vectors_mod, "read", spy)
     return seen
 
 
@@ -183,3 +183,23 @@ def test_least_recently_used_sets_are_evicted(session: Session) -> None:
     assert list(index._sets) == [(b, "image", MODEL)]
     _same(_nearest(index, session, a, q), _exact(session, a, q, "", 5))
     assert list(index._sets) == [(a, "image", MODEL)]
+
+
+def test_a_view_stays_whole_while_the_set_grows(session: Session) -> None:
+    """The recommender hands a view to requests while a later refresh adds vectors."""
+    from shared.vectors import VectorSet
+
+    rng = np.random.default_rng(5)
+    tenant = _tenant(session)
+    _add(session, tenant, rng.standard_normal((8, DIM)))
+    key = (tenant, "image", MODEL)
+    vectors = VectorSet()
+    vectors.refresh(session, key)
+    ids, row, matrix = vectors.view()
+    new = _add(session, tenant, rng.standard_normal((20, DIM)))
+    vectors.refresh(session, key)
+    assert len(ids) == matrix.shape[0] == 8
+    assert all(row[c] < 8 for c in ids) and not set(new) & set(row)
+    ids2, row2, matrix2 = vectors.view()
+    assert len(ids2) == matrix2.shape[0] == 28 and set(new) <= set(row2)
+    assert np.allclose(np.linalg.norm(matrix2, axis=1), 1.0, atol=1e-5)
