@@ -38,6 +38,10 @@ processes on a shared machine falls on every path alike; figures are items/s, me
   time on one thread, as in the raw rows, while one process's database and file work overlaps
   another's inference. Workers are warmed up first, so model loading is not counted.
 
+For MiniLM a last line gives GFLOP/s on one core (raw ORT and torch eager) beside one bare fp32
+MatMul in onnxruntime at the model's FFN shape: the most a core gives matrix products, against
+which "1.5x torch eager" can be checked.
+
 Texts are unique sentences, sentence pairs and paragraphs from scikit-learn's bundled dataset
 descriptions (as in ``bench_text_tagger.py``): repeated texts would flatter anything that shares
 work across identical inputs. Photos are scikit-image's, each copy cropped differently, encoded
