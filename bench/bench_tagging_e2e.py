@@ -92,6 +92,7 @@ from shared.db.scratch import scratch_url  # noqa: E402
 from shared.db.session import session_scope  # noqa: E402
 from shared.imaging import decode_image, make_renditions  # noqa: E402
 from shared.inference.registry import ModelRegistry  # noqa: E402
+from shared.inference.session import create_session  # noqa: E402
 from workers.context import WorkerContext  # noqa: E402
 from workers.tagging.image import ImageTagger  # noqa: E402
 from workers.tagging.pipeline import tag_items  # noqa: E402
@@ -150,8 +151,6 @@ def _gemm_peak(tokens: int = 1152, d: int = 384, repeats: int = 9) -> float | No
         from onnx import TensorProto, helper
     except ImportError:
         return None
-    import onnxruntime as ort
-
     rng = np.random.default_rng(0)
     a = rng.standard_normal((tokens, d)).astype(np.float32)
     b = rng.standard_normal((d, 4 * d)).astype(np.float32)
@@ -163,10 +162,11 @@ def _gemm_peak(tokens: int = 1152, d: int = 384, repeats: int = 9) -> float | No
         [helper.make_tensor("B", TensorProto.FLOAT, [d, 4 * d], b.ravel())],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "matmul.onnx"
+        path.write_bytes(model.SerializeToString())
+        # The session options every served model gets (shared/inference/session.py).
+        sess = create_session(path, threads=1)
     sess.run(None, {"A": a})
     times = []
     for _ in range(repeats):
@@ -446,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         t = Timings()
         # Per single-batch e2e run: (POST answered -> job started, job run, finished -> seen).
         phases: dict[str, list[tuple[float, float, float]]] = {}
-        # Per in-flight run: (start -> first job started, sum of job runs, sum of the gaps
-        # between jobs, last job finished -> seen by the client), seconds.
+        # Per in-flight run: (start -> first job started, time with a job running, time with
+        # none running between the first start and the last finish, last job finished -> seen
+        # by the client), seconds.
         flight_phases: dict[str, list[tuple[float, float, float, float]]] = {}
         # The worker gets a core of its own (the last); the "gateway off the worker's core" rows
         # keep this process (client + gateway) on the others, as when the gateway runs on

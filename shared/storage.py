@@ -221,7 +221,19 @@ def delete_unreferenced_blobs(session: Session, storage: BlobStorage, keys: set[
             storage.discard(token)
 
 
-def ensure_stored(storage: BlobStorage, blobs: Iterable[tuple[str, Callable[[], bytes]]]) -> int:
+# A stored blob's key and a way to make its bytes again, for ensure_stored.
+BlobSource = tuple[str, Callable[[], bytes]]
+
+
+def put_remembered(storage: BlobStorage, data: bytes, written: list[BlobSource]) -> StoredBlob:
+    """``put_bytes``, noting the blob in ``written`` for :func:`ensure_stored` once the rows
+    that point at it are committed."""
+    blob = storage.put_bytes(data)
+    written.append((blob.key, lambda: data))
+    return blob
+
+
+def ensure_stored(storage: BlobStorage, blobs: Iterable[BlobSource]) -> int:
     """After committing rows that point at ``blobs`` (key, bytes-maker): write again any that a
     concurrent delete took away. Returns how many were written."""
     written = 0

@@ -18,7 +18,6 @@ lock per slot keeps two threads of one process from both "holding" the same file
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import tempfile
@@ -53,8 +52,9 @@ class InferenceSlots:
         self.count = count
         self.directory = directory or default_slots_dir()
         self._pid: int | None = None
+        # Opened (with their thread locks) by the first hold in each process.
         self._fds: list[int] = []
-        self._locks = [threading.Lock() for _ in range(count)]
+        self._locks: list[threading.Lock] = []
         self._open_lock = threading.Lock()
 
     def _descriptors(self) -> list[int]:
@@ -77,10 +77,11 @@ class InferenceSlots:
             return False
         try:
             fcntl.flock(self._fds[k], fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        except BlockingIOError:
             self._locks[k].release()
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                return False
+            return False
+        except BaseException:
+            self._locks[k].release()
             raise
         return True
 

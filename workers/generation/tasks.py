@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from typing import Any
 
 from celery import Task
@@ -11,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import Asset, ContentItem, ContentKind, Job
 from shared.inference.registry import resolve_model
-from shared.storage import ensure_stored
+from shared.storage import BlobSource, ensure_stored, put_remembered
 from workers.celery_app import app
 from workers.context import WorkerContext
 from workers.jobs import run_task
@@ -61,13 +60,11 @@ def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[
         images = model.generate(int(p["n"]), seed=int(p["seed"]), truncation=truncation)
         metas = [{"seed": p["seed"], "index": i} for i in range(len(images))]
     items = []
-    written: list[tuple[str, Callable[[], bytes]]] = []
+    written: list[BlobSource] = []
     for image, meta in zip(images, metas, strict=True):
         buf = io.BytesIO()
         image.save(buf, "PNG", optimize=True)
-        data = buf.getvalue()
-        blob = ctx.storage.put_bytes(data)
-        written.append((blob.key, lambda data=data: data))
+        blob = put_remembered(ctx.storage, buf.getvalue(), written)
         item = ContentItem(
             tenant_id=job.tenant_id,
             kind=ContentKind.generated,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,12 @@ from shared.imaging import (
     make_renditions,
 )
 from shared.inference.base import ModelError
-from shared.storage import delete_unreferenced_blobs, ensure_stored
+from shared.storage import (
+    BlobSource,
+    delete_unreferenced_blobs,
+    ensure_stored,
+    put_remembered,
+)
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -65,7 +70,7 @@ def prepare_images(
     items: Sequence[ContentItem],
     *,
     model_resize: int,
-    written: list[tuple[str, Callable[[], bytes]]] | None = None,
+    written: list[BlobSource] | None = None,
 ) -> list[Any | None]:
     """Decode each image once for tagging, flag near-duplicates (one query for all the items),
     and make the thumbnail and pHash of items that arrived without them.
@@ -80,6 +85,7 @@ def prepare_images(
     if not items:
         return []
     _load_assets(session, items)
+    sink: list[BlobSource] = [] if written is None else written
     settings = ctx.settings
     need = max(settings.thumbnail_size, model_resize)
     out: list[Any | None] = []
@@ -107,9 +113,7 @@ def prepare_images(
             item.phash = made.phash
             for r in made.files:
                 if r.role not in assets:
-                    blob = ctx.storage.put_bytes(r.data)
-                    if written is not None:
-                        written.append((blob.key, lambda data=r.data: data))
+                    blob = put_remembered(ctx.storage, r.data, sink)
                     item.assets.append(
                         Asset.stored(
                             blob, role=r.role, mime_type=r.mime_type, width=r.width, height=r.height
@@ -407,7 +411,7 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
             # Thumbnails and duplicates are still worth keeping: raised once they are committed.
             tagger_error = exc
     resize = tagger.resize if tagger is not None else ctx.settings.working_copy_size
-    written: list[tuple[str, Callable[[], bytes]]] = []
+    written: list[BlobSource] = []
     images = prepare_images(ctx, session, visual, model_resize=resize, written=written)
     decoded = dict(zip(map(id, visual), images, strict=True))
     prepared = [

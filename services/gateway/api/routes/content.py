@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -42,6 +41,7 @@ from shared.schemas.content import (
     ContentPublic,
 )
 from shared.storage import (
+    BlobSource,
     BlobStorage,
     PayloadTooLarge,
     StoredBlob,
@@ -87,9 +87,9 @@ class Incoming:
     def blob_keys(self) -> set[str]:
         return {key for key, _ in self.blob_sources()}
 
-    def blob_sources(self) -> list[tuple[str, Callable[[], bytes]]]:
+    def blob_sources(self) -> list[BlobSource]:
         """Each stored blob with a way to make its bytes again (shared/storage.ensure_stored)."""
-        out: list[tuple[str, Callable[[], bytes]]] = [
+        out: list[BlobSource] = [
             (blob.key, lambda r=rendition: r.data) for rendition, blob in self.renditions
         ]
         if self.blob is not None and self.upload is not None:
