@@ -59,7 +59,15 @@ class TextGeneratorTrain(BaseModel):
     corpus: str | None = Field(
         default=None, max_length=5_000_000, description="extra plain-text corpus"
     )
-    epochs: int = Field(default=3, ge=1, le=50)
+    epochs: int | None = Field(
+        default=None, ge=1, le=50, description="cap on passes over the corpus (default 3)"
+    )
+    budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=24 * 3600,
+        description="training time budget in seconds; with `epochs`, whichever ends first",
+    )
     hidden: int = Field(default=256, ge=32, le=1024)
     layers: int = Field(default=2, ge=1, le=3)
 

@@ -102,7 +102,9 @@ def test_generation_requests_are_validated(client: TestClient, stack: Stack) -> 
 
 def test_training_can_be_cancelled(client: TestClient, stack: Stack) -> None:
     _, key = stack.new_key()
-    job_id = _train_text(client, key, epochs=50, hidden=64)["job_id"]
+    # No epoch cap and a budget far beyond the test's own deadline: however fast the machine,
+    # the job is still training when the cancel arrives.
+    job_id = _train_text(client, key, epochs=None, budget_s=3600, hidden=64)["job_id"]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}", headers=auth(key)).json()

@@ -145,6 +145,37 @@ def test_text_cancel_then_resume(tmp_path: Path, fortunes: list[str]) -> None:
     assert not (ckpt / rnn.CHECKPOINT_FILE).exists()
 
 
+def test_text_training_stops_at_its_time_budget(tmp_path: Path, fortunes: list[str]) -> None:
+    fractions: list[float] = []
+
+    def seen(event: dict[str, Any]) -> None:
+        if event.get("fraction") is not None:
+            fractions.append(event["fraction"])
+
+    manifest = rnn.train_text_generator(
+        fortunes[:40], tmp_path, "tg", "1", epochs=None, budget_s=1.5, config=TINY_RNN,
+        progress=seen, log_every=1,
+    )  # fmt: skip
+    m = manifest.metrics
+    # No epoch cap: only the budget can have ended it, and it ended once the budget was spent.
+    assert m["budget_s"] == 1.5 and m["train_time_s"] >= 1.4 and m["steps"] > 0
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert m["history"][-1]["step"] == m["steps"]
+
+
+def test_schedule_ends_at_whichever_limit_comes_first() -> None:
+    both = rnn.Schedule(total_steps=100, budget_s=10.0)
+    assert not both.done(50, 4.0) and both.done(100, 1.0) and both.done(10, 10.0)
+    assert both.fraction(50, 8.0) == 0.8
+    cfg = rnn.RNNConfig(lr=1.0)
+    # Warm-up, then a cosine that reaches 10% of the rate exactly when the budget is spent.
+    by_time = rnn.Schedule(total_steps=None, budget_s=10.0)
+    assert by_time.lr(0, 0.0, cfg) < by_time.lr(99, 0.5, cfg)
+    assert by_time.lr(500, 10.0, cfg) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="epochs, budget_s"):
+        rnn.train_text_generator(["a b", "c d"], Path("."), "x", "1", epochs=None)
+
+
 # --- images -------------------------------------------------------------------------------------
 
 

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MIN_TEXT_BYTES = 2_000
 MIN_IMAGES = 16
+# When a request names neither an epoch cap nor a time budget.
+DEFAULT_TEXT_EPOCHS = 3
 
 
 def _corpus_items(session: Session, job: Job, *, images: bool) -> list[ContentItem]:
@@ -61,7 +63,9 @@ def _hooks(
     def progress(event: dict[str, Any]) -> None:
         steps = event.get("steps")
         step = event.get("step")
-        fraction = (step / steps) if steps and step is not None else None
+        fraction = event.get("fraction")
+        if fraction is None and steps and step is not None:
+            fraction = step / steps
         extra: dict[str, Any] = {"last_event": event}
         if event.get("event") == "resumed":
             # Kept apart from last_event, which later steps overwrite.
@@ -123,10 +127,13 @@ def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> 
     _pin_version(session, job, version)
     progress, should_stop = _hooks(ctx, job)
     config = RNNConfig(hidden=int(p.get("hidden", 256)), layers=int(p.get("layers", 2)))
+    epochs, budget_s = p.get("epochs"), p.get("budget_s")
+    if epochs is None and budget_s is None:
+        epochs = DEFAULT_TEXT_EPOCHS
     try:
         manifest = train_text_generator(
             texts, ctx.settings.models_dir, name, version,
-            epochs=int(p.get("epochs", 3)), config=config, progress=progress,
+            epochs=epochs, budget_s=budget_s, config=config, progress=progress,
             should_stop=should_stop, checkpoint_dir=_checkpoint_dir(ctx, job),
             threads=ctx.settings.ort_threads, extra={"tenant_id": job.tenant_id},
             overwrite=True,

@@ -231,21 +231,40 @@ def evaluate_bpc(model: CharGRU, stream: np.ndarray, cfg: RNNConfig, streams: in
     return nll / max(count, 1) / math.log(2)
 
 
-def _fingerprint(train: np.ndarray, val: np.ndarray, cfg: RNNConfig, epochs: int) -> str:
+def _fingerprint(
+    train: np.ndarray, val: np.ndarray, cfg: RNNConfig, epochs: int | None, budget_s: float | None
+) -> str:
     h = hashlib.sha256()
     h.update(train.tobytes())
     h.update(val.tobytes())
-    h.update(repr((asdict(cfg), epochs)).encode())
+    h.update(repr((asdict(cfg), epochs, budget_s)).encode())
     return h.hexdigest()
 
 
-def _lr_at(step: int, total: int, cfg: RNNConfig) -> float:
-    # Short warm-up then cosine to 10%: a constant rate leaves ~0.05 bpc on the table.
-    warm = min(100, max(1, total // 20))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+@dataclass(frozen=True)
+class Schedule:
+    """When training ends: after ``total_steps`` (an epoch cap), after ``budget_s`` seconds of
+    training, or whichever comes first. The learning rate follows whichever is nearer its end,
+    so a run cut by its budget still finishes its decay."""
+
+    total_steps: int | None
+    budget_s: float | None
+
+    def fraction(self, step: int, elapsed: float) -> float:
+        by_steps = step / self.total_steps if self.total_steps else 0.0
+        by_time = elapsed / self.budget_s if self.budget_s else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def done(self, step: int, elapsed: float) -> bool:
+        return self.fraction(step, elapsed) >= 1.0
+
+    def lr(self, step: int, elapsed: float, cfg: RNNConfig) -> float:
+        # Short warm-up then cosine to 10%: a constant rate leaves ~0.05 bpc on the table.
+        warm = min(100, max(1, self.total_steps // 20)) if self.total_steps else 100
+        if step < warm:
+            return cfg.lr * (step + 1) / warm
+        t = self.fraction(step, elapsed)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def train_text_generator(
@@ -254,7 +273,8 @@ def train_text_generator(
     name: str,
     version: str,
     *,
-    epochs: int = 3,
+    epochs: int | None = 3,
+    budget_s: float | None = None,
     config: RNNConfig | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
@@ -272,10 +292,16 @@ def train_text_generator(
     If ``checkpoint_dir`` holds a checkpoint of the same data and config, training resumes from
     it. ``should_stop`` is polled before every step; when it returns True the state is saved and
     :class:`TrainingCancelled` is raised. The checkpoint is removed once the model is published.
+    Training stops after ``epochs`` passes or ``budget_s`` seconds, whichever comes first (at
+    least one of them must be given).
     """
     cfg = config or RNNConfig()
-    if epochs < 1:
+    if epochs is None and budget_s is None:
+        raise ValueError("give epochs, budget_s or both")
+    if epochs is not None and epochs < 1:
         raise ValueError("epochs must be >= 1")
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError("budget_s must be positive")
     progress = progress or _noop_progress
     should_stop = should_stop or _never_stop
     if threads:
@@ -286,13 +312,14 @@ def train_text_generator(
     val = encode_documents(val_texts)[: cfg.max_val_bytes]
     if len(train) < cfg.seq_len + 2:
         raise ValueError(f"training text too short: {len(train)} bytes, need > {cfg.seq_len + 1}")
-    fingerprint = _fingerprint(train, val, cfg, epochs)
+    fingerprint = _fingerprint(train, val, cfg, epochs, budget_s)
 
     torch.manual_seed(cfg.seed)
     model = CharGRU(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(_batches_for_epoch(len(train), cfg, 0))
-    total_steps = steps_per_epoch * epochs
+    total_steps = steps_per_epoch * epochs if epochs is not None else None
+    schedule = Schedule(total_steps, budget_s)
 
     ckpt_path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
     state = load_checkpoint(ckpt_path) if ckpt_path else None
@@ -313,6 +340,7 @@ def train_text_generator(
         {
             "event": "start",
             "steps": total_steps,
+            "budget_s": budget_s,
             "train_bytes": len(train),
             "val_bytes": len(val),
             "ngram_val_bpc": ngram_bpc,
@@ -342,10 +370,16 @@ def train_text_generator(
     model.train()
     t_last = time.perf_counter()
     loss_sum, loss_n = 0.0, 0
-    while step < total_steps:
+
+    def running() -> float:
+        return elapsed + time.perf_counter() - t_last
+
+    while not schedule.done(step, running()):
         epoch, in_epoch = divmod(step, steps_per_epoch)
         batches = _batches_for_epoch(len(train), cfg, epoch)
         for b in range(in_epoch, steps_per_epoch):
+            if b > in_epoch and schedule.done(step, running()):
+                break
             if should_stop():
                 elapsed += time.perf_counter() - t_last
                 checkpoint()
@@ -355,7 +389,7 @@ def train_text_generator(
             idx = torch.from_numpy(batches[b]).unsqueeze(1) + offsets
             xy = data[idx]
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total_steps, cfg)
+                g["lr"] = schedule.lr(step, running(), cfg)
             logits, _ = model(xy[:, :-1], h0[:, : xy.shape[0]])
             loss = nn.functional.cross_entropy(
                 logits.reshape(-1, VOCAB_SIZE), xy[:, 1:].reshape(-1)
@@ -374,6 +408,7 @@ def train_text_generator(
                         "epoch": epoch,
                         "step": step,
                         "steps": total_steps,
+                        "fraction": schedule.fraction(step, running()),
                         "loss": loss_sum / loss_n,
                         "train_bpc": loss_sum / loss_n / math.log(2),
                     }
@@ -393,6 +428,7 @@ def train_text_generator(
                 "epoch": epoch + 1,
                 "step": step,
                 "steps": total_steps,
+                "fraction": schedule.fraction(step, elapsed),
                 "val_bpc": val_bpc,
                 "ngram_val_bpc": ngram_bpc,
                 "elapsed_s": elapsed,
@@ -408,8 +444,9 @@ def train_text_generator(
         "bpc_unit": "bits per UTF-8 byte",
         "history": history,
         "train_time_s": round(elapsed, 1),
-        "train_seconds_per_epoch": round(elapsed / epochs, 1),
-        "epochs": epochs,
+        "train_seconds_per_epoch": round(elapsed / max(len(history), 1), 1),
+        "epochs": len(history),
+        "budget_s": budget_s,
         "steps": step,
         "corpus_texts": len(train_texts) + len(val_texts),
         "train_bytes": len(train),
