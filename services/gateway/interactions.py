@@ -28,7 +28,11 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import ContentItem, ContentKind, ContentStatus, Interaction
 from shared.http import ApiError
-from shared.schemas.recommendations import InteractionIn
+from shared.schemas.recommendations import (
+    InteractionIn,
+    interaction_time_error,
+    interaction_value_error,
+)
 
 # Bound parameters per statement stay well under SQLite's 32,766 and PostgreSQL's 65,535.
 CHUNK = 2000
@@ -69,7 +73,8 @@ def _fast_event(ev: Any, known: frozenset[str] | set[str], now: datetime) -> Eve
     int/float or null value, an ISO 8601 string or a datetime), so anything unusual (a numeric
     string value, a Unix timestamp, a wrong type) takes the pydantic path and gets its coercion
     or its error message. ``datetime.fromisoformat`` also reads the ISO 8601 basic and week
-    forms that pydantic refuses; both are valid ISO 8601.
+    forms that pydantic refuses; both are valid ISO 8601. The range of value and timestamp is
+    checked by the caller, ``_range_errors``, with the rule ``InteractionIn`` applies.
     """
     if type(ev) is not dict or not _FIELDS.issuperset(ev):
         return None
@@ -111,7 +116,7 @@ def _slow_event(
     """Pydantic's reading of one event the fast path declined: the event, or its errors and
     the message that names the first of them."""
     try:
-        m = _event_adapter.validate_python(ev)
+        m = _event_adapter.validate_python(ev, context={"now": now})
     except ValidationError as exc:
         errors = [{"index": i, "loc": [i, *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
         field = ".".join(str(p) for p in errors[0]["loc"][1:]) or "event"
@@ -127,6 +132,17 @@ def _slow_event(
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return Event(m.user_id, m.item_id, m.event_type, m.value, ts, m.event_id), [], ""
+
+
+def _range_errors(ev: Event, i: int, now: datetime) -> list[dict[str, Any]]:
+    """The errors of an event whose value or timestamp is outside the sane range (the rule of
+    ``InteractionIn``, shared/schemas/recommendations.py), shaped as ``_slow_event``'s are."""
+    errors: list[dict[str, Any]] = []
+    if ev.value is not None and (msg := interaction_value_error(ev.value)):
+        errors.append({"index": i, "loc": [i, "value"], "msg": msg})
+    if msg := interaction_time_error(ev.timestamp, now):
+        errors.append({"index": i, "loc": [i, "timestamp"], "msg": msg})
+    return errors
 
 
 def validate_events(
@@ -154,14 +170,19 @@ def validate_events(
     message = ""
     for i, ev in enumerate(raw):
         parsed = _fast_event(ev, known, now)
-        if parsed is None:
+        if parsed is not None:
+            # Out of range is refused, never clamped or dropped: the caller learns what to fix.
+            errs = _range_errors(parsed, i, now)
+            msg = f"events[{i}].{errs[0]['loc'][1]}: {errs[0]['msg']}" if errs else ""
+        else:
             parsed, errs, msg = _slow_event(ev, i, known, now)
-            if parsed is None:
-                message = message or msg
-                errors += errs
-                if len(errors) >= 20:
-                    break
-                continue
+        if errs:
+            message = message or msg
+            errors += errs
+            if len(errors) >= 20:
+                break
+            continue
+        assert parsed is not None
         events.append(parsed)
     if errors:
         raise ApiError(422, message, details=errors[:20])

@@ -28,12 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.recommender.ranking.data import user_row
 from services.recommender.ranking.models import (
-    EASE,
-    ItemKNN,
     ModelFormatError,
     Popularity,
     Recommender,
-    _FactorModel,
     load_model,
 )
 from shared.db.models import ContentItem, Embedding, Interaction, ModelVersion, Tag, TagOrigin
@@ -403,34 +400,6 @@ def _passes(row: ItemRow, q: Query) -> bool:
     return True
 
 
-def _positions(sorted_ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of ``wanted`` in ``sorted_ids`` and whether each is there at all."""
-    pos = np.searchsorted(sorted_ids, wanted)
-    clipped = np.minimum(pos, max(len(sorted_ids) - 1, 0))
-    ok = (pos < len(sorted_ids)) & (sorted_ids[clipped] == wanted) if len(sorted_ids) else pos < 0
-    return clipped, ok
-
-
-def pair_similarity(model: Recommender, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Item-item similarity (len(rows) x len(cols)) under the model, 0 where undefined."""
-    if isinstance(model, EASE):
-        out = np.zeros((len(rows), len(cols)), dtype=np.float32)
-        rpos, rok = _positions(model.items, rows)
-        cpos, cok = _positions(model.items, cols)
-        if rok.any() and cok.any():
-            out[np.ix_(rok, cok)] = model.B[np.ix_(rpos[rok], cpos[cok])]
-        return out
-    if isinstance(model, ItemKNN):
-        return np.asarray(model.S[rows][:, cols].toarray(), dtype=np.float32)
-    if isinstance(model, _FactorModel):
-        f = model.item_factors
-        a, b = f[rows], f[cols]
-        na = np.linalg.norm(a, axis=1, keepdims=True)
-        nb = np.linalg.norm(b, axis=1, keepdims=True)
-        return (a / np.where(na == 0, 1, na)) @ (b / np.where(nb == 0, 1, nb)).T
-    return np.zeros((len(rows), len(cols)), dtype=np.float32)
-
-
 # Every TOP_SAMPLE-th score is looked at first; see `_top`.
 TOP_SAMPLE = 16
 
@@ -513,7 +482,7 @@ class Recommendations:
         hist = np.array([p[0] for p in pairs[:MAX_REASON_ITEMS]], dtype=np.int64)
         anchors: list[str | None] = [None] * len(top)
         if len(top) and len(hist):
-            sims = pair_similarity(lm.model, hist, top)
+            sims = lm.model.pair_similarity(hist, top)
             weights = np.array([p[1] for p in pairs[:MAX_REASON_ITEMS]], dtype=np.float32)
             contrib = sims * weights[:, None]
             best = np.argmax(contrib, axis=0)
@@ -612,7 +581,7 @@ class Recommendations:
             sim = np.zeros((len(ids), len(ids)), dtype=np.float32)
             ok = idx >= 0
             if ok.sum() > 1:
-                sub = pair_similarity(self.lm.model, idx[ok], idx[ok])
+                sub = self.lm.model.pair_similarity(idx[ok], idx[ok])
                 peak = float(np.abs(sub).max()) or 1.0
                 sim[np.ix_(ok, ok)] = sub / peak
         if sim is None:

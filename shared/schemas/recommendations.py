@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 # Default weights of the built-in event types; a tenant may override them and add its own.
 # `rating` multiplies the event's `value`, so a 1-5 rating weighs 1-5 views.
@@ -21,16 +22,87 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
 
 TENANT_HEADER = "X-Atelier-Tenant"
 
+# The sane range of an interaction event. An event outside it is refused (422 naming the event),
+# never stored: training multiplies weights by `value` and time decay and trending read the
+# timestamp, so one absurd event would swamp a tenant's model.
+#
+# Ratings are 1-5 and play or view counts run to tens of thousands; 1e6 leaves ample headroom
+# while keeping weight x value sums far from float overflow (1e308 x 5 is inf).
+MAX_INTERACTION_VALUE = 1_000_000.0
+# No event predates the Unix epoch; earlier dates are placeholders ("0001-01-01") or bugs.
+MIN_INTERACTION_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+# Clocks of CMS hosts drift and events queue up across time zones; more than a day ahead of the
+# server is a bug ("9999-12-31" for "never") and would stay "the latest" event for ever.
+MAX_INTERACTION_CLOCK_SKEW = timedelta(days=1)
+
+
+def interaction_value_error(value: float) -> str | None:
+    """Why an event's ``value`` is out of range, or None when it is fine."""
+    if -MAX_INTERACTION_VALUE <= value <= MAX_INTERACTION_VALUE:
+        return None
+    return (
+        f"must be between -{MAX_INTERACTION_VALUE:,.0f} and {MAX_INTERACTION_VALUE:,.0f}; "
+        f"got {value:g}"
+    )
+
+
+def interaction_time_error(timestamp: datetime, now: datetime) -> str | None:
+    """Why an event's timestamp is out of range, or None when it is fine.
+
+    ``timestamp`` without an offset is read as UTC, as ingestion stores it; ``now`` is the
+    server's clock (timezone-aware).
+    """
+    ts = timestamp if timestamp.tzinfo is not None else timestamp.replace(tzinfo=UTC)
+    if ts < MIN_INTERACTION_TIME:
+        return f"must not be before 1970-01-01T00:00:00Z; got {ts.isoformat()}"
+    if ts > now + MAX_INTERACTION_CLOCK_SKEW:
+        return (
+            f"must not be more than {MAX_INTERACTION_CLOCK_SKEW.total_seconds() / 3600:g} hours "
+            f"ahead of the server clock ({now.astimezone(UTC).isoformat(timespec='seconds')}); "
+            f"got {ts.isoformat()}"
+        )
+    return None
+
 
 class InteractionIn(BaseModel):
+    """One interaction event.
+
+    ``value`` and ``timestamp`` must lie in the sane range above. Validation reads "now" from
+    the validation context (``context={"now": ...}``) when given, else from the clock.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     user_id: str = Field(min_length=1, max_length=255)
     item_id: str = Field(min_length=1, max_length=255)
     event_type: str = Field(min_length=1, max_length=64)
-    value: float | None = Field(default=None, allow_inf_nan=False)
-    timestamp: datetime | None = None
+    value: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description=f"at most {MAX_INTERACTION_VALUE:,.0f} in absolute value",
+    )
+    timestamp: datetime | None = Field(
+        default=None,
+        description="ISO 8601, no offset = UTC; from 1970-01-01T00:00:00Z to 1 day ahead of "
+        "the server clock; null = now",
+    )
     event_id: str | None = Field(default=None, min_length=1, max_length=255)
+
+    @field_validator("value")
+    @classmethod
+    def _value_range(cls, v: float | None) -> float | None:
+        if v is not None and (msg := interaction_value_error(v)):
+            raise PydanticCustomError("out_of_range", msg)
+        return v
+
+    @field_validator("timestamp")
+    @classmethod
+    def _time_range(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
+        if v is not None:
+            now = (info.context or {}).get("now") or datetime.now(UTC)
+            if msg := interaction_time_error(v, now):
+                raise PydanticCustomError("out_of_range", msg)
+        return v
 
 
 class InteractionsAccepted(BaseModel):
@@ -72,9 +144,15 @@ class RecommenderConfigPublic(BaseModel):
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    budget_s: float = Field(default=300.0, gt=0, le=3600)
+    budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="tuning time budget in seconds (default: 90 s at 100k events, 600 s at 1M)",
+    )
     candidates: list[str] | None = Field(
-        default=None, description="model families to try (ease, als, bpr, itemknn, puresvd)"
+        default=None,
+        description="model families to try (ease, rp3beta, als, itemknn, bpr, puresvd)",
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +16,13 @@ from skimage import data
 from sqlalchemy import func, select
 
 from services.gateway.main import create_app
-from shared.db.models import Asset, ContentItem, Job
+from shared.db.models import Asset, ContentItem, Interaction, Job
 from shared.db.session import session_scope
+from shared.schemas.recommendations import (
+    MAX_INTERACTION_CLOCK_SKEW,
+    MAX_INTERACTION_VALUE,
+    MIN_INTERACTION_TIME,
+)
 from tests.conftest import Stack
 from tests.helpers import auth, jpeg_bytes, png_bytes
 
@@ -247,3 +254,122 @@ def test_revoked_key_is_refused(stack: Stack) -> None:
             row = s.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id)).one()
             revoke_key(s, key_id=row.id)
         _assert_error(c.get("/v1/content", headers=auth(key)), 401, "unauthorized")
+
+
+# Interaction events outside the sane range (shared/schemas/recommendations.py) are refused with
+# a 422 naming the event, and a batch is all or nothing: its valid events are not stored either.
+
+
+def _event(n: int, **kw: Any) -> dict[str, Any]:
+    return {
+        "user_id": f"u{n % 3}",
+        "item_id": f"range-item-{n}",
+        "event_type": "rating",
+        "value": 4,
+        "timestamp": "2024-05-01T12:00:00Z",
+        "event_id": f"range-{n}",
+        **kw,
+    }
+
+
+def _interactions(stack: Stack, tenant_id: str) -> list[tuple[float | None, datetime]]:
+    with session_scope(stack.gateway_settings().sqlalchemy_url) as s:
+        rows = s.execute(
+            select(Interaction.value, Interaction.occurred_at)
+            .where(Interaction.tenant_id == tenant_id)
+            .order_by(Interaction.id)
+        ).all()
+    return [(v, t) for v, t in rows]
+
+
+OUT_OF_RANGE = {
+    "value-1e308": ({"value": 1e308}, "value"),
+    "value-minus-1e308": ({"value": -1e308}, "value"),
+    "value-just-above-max": ({"value": MAX_INTERACTION_VALUE + 1}, "value"),
+    "value-numeric-string": ({"value": "1e308"}, "value"),  # pydantic's lax path, same rule
+    "year-9999": ({"timestamp": "9999-12-31"}, "timestamp"),
+    "year-9999-full": ({"timestamp": "9999-12-31T23:59:59Z"}, "timestamp"),
+    "year-1": ({"timestamp": "0001-01-01"}, "timestamp"),
+    "1969-12-31": ({"timestamp": "1969-12-31"}, "timestamp"),
+    "1969-naive": ({"timestamp": "1969-12-31T23:59:59"}, "timestamp"),  # naive = UTC
+    "1969-by-offset": ({"timestamp": "1970-01-01T00:30:00+01:00"}, "timestamp"),
+    "unix-minus-1": ({"timestamp": -1}, "timestamp"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUT_OF_RANGE))
+def test_out_of_range_interactions_are_refused_and_store_nothing(
+    client: TestClient, stack: Stack, case: str
+) -> None:
+    tenant_id, key = stack.new_key()
+    change, field = OUT_OF_RANGE[case]
+    events = [_event(0), _event(1), _event(2, **change), _event(3)]
+    r = client.post("/v1/interactions", headers=auth(key), json={"events": events})
+    err = _assert_error(r, 422, "validation_error")
+    assert err["message"].startswith(f"events[2].{field}: "), err
+    assert err["details"] == [{"index": 2, "loc": [2, field], "msg": err["details"][0]["msg"]}]
+    # All or nothing: the three valid events are not stored, nor their unknown items created.
+    assert _interactions(stack, tenant_id) == []
+    assert _counts(stack, tenant_id) == (0, 0, 0)
+
+
+def test_every_out_of_range_event_of_a_batch_is_named(client: TestClient, stack: Stack) -> None:
+    tenant_id, key = stack.new_key()
+    events = [
+        _event(0, value=1e308),
+        _event(1),
+        _event(2, timestamp="0001-01-01T00:00:00Z", value=-1e308),
+        _event(3, event_type="wink"),
+    ]
+    r = client.post("/v1/interactions", headers=auth(key), json={"events": events})
+    err = _assert_error(r, 422, "validation_error")
+    assert err["message"].startswith("events[0].value: ")
+    assert [(d["index"], d["loc"][1]) for d in err["details"]] == [
+        (0, "value"),
+        (2, "value"),
+        (2, "timestamp"),
+        (3, "event_type"),
+    ]
+    assert _interactions(stack, tenant_id) == []
+
+
+def test_interactions_just_inside_the_limits_are_stored(client: TestClient, stack: Stack) -> None:
+    tenant_id, key = stack.new_key()
+    # The server's clock is read after ours, so its limit is at least this one.
+    latest = datetime.now(UTC) + MAX_INTERACTION_CLOCK_SKEW - timedelta(minutes=1)
+    events = [
+        _event(0, value=MAX_INTERACTION_VALUE),
+        _event(1, value=-MAX_INTERACTION_VALUE),
+        _event(2, value=MAX_INTERACTION_VALUE - 0.5),
+        _event(3, value=str(MAX_INTERACTION_VALUE)),  # the pydantic path
+        _event(4, timestamp="1970-01-01T00:00:00Z"),
+        _event(5, timestamp="1970-01-01T00:00:00"),  # naive = UTC
+        _event(6, timestamp="1970-01-01T01:00:00+01:00"),
+        _event(7, timestamp=0),  # Unix epoch, the pydantic path
+        _event(8, timestamp=latest.isoformat()),
+        _event(9, timestamp=None),  # no timestamp = now
+    ]
+    r = client.post("/v1/interactions", headers=auth(key), json={"events": events})
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] == len(events)
+    rows = _interactions(stack, tenant_id)
+    assert [v for v, _ in rows[:4]] == [
+        MAX_INTERACTION_VALUE,
+        -MAX_INTERACTION_VALUE,
+        MAX_INTERACTION_VALUE - 0.5,
+        MAX_INTERACTION_VALUE,
+    ]
+    assert [t for _, t in rows[4:8]] == [MIN_INTERACTION_TIME] * 4
+    assert abs(rows[8][1] - latest) < timedelta(milliseconds=1)
+
+
+def test_interactions_too_far_ahead_of_the_clock_are_refused(
+    client: TestClient, stack: Stack
+) -> None:
+    tenant_id, key = stack.new_key()
+    ahead = datetime.now(UTC) + MAX_INTERACTION_CLOCK_SKEW + timedelta(minutes=5)
+    events = [_event(0), _event(1, timestamp=ahead.isoformat())]
+    r = client.post("/v1/interactions", headers=auth(key), json={"events": events})
+    err = _assert_error(r, 422, "validation_error")
+    assert err["message"].startswith("events[1].timestamp: must not be more than 24 hours ahead")
+    assert _interactions(stack, tenant_id) == []

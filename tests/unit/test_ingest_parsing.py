@@ -83,6 +83,15 @@ def test_unusual_shapes_get_the_pydantic_reading(event: dict[str, Any]) -> None:
         (ev(value=float("inf")), "value"),
         (ev(value="lots"), "value"),
         (ev(value=10**400), "value"),
+        (ev(value=1e308), "value"),  # finite but out of the sane range: refused, not stored
+        (ev(value=-1e308), "value"),
+        (ev(value=1_000_001), "value"),
+        (ev(value="1e7"), "value"),
+        (ev(timestamp="9999-12-31T00:00:00Z"), "timestamp"),
+        (ev(timestamp="99991231T000000Z"), "timestamp"),  # ISO basic, fast path only
+        (ev(timestamp="0001-01-01"), "timestamp"),
+        (ev(timestamp="1969-12-31T23:59:59"), "timestamp"),
+        (ev(timestamp=-1), "timestamp"),
         (ev(colour="red"), "colour"),
         ({"user_id": "u", "item_id": "i"}, "event_type"),
         ("not an object", "event"),
@@ -112,6 +121,36 @@ def test_tenant_defined_types_and_batch_limits() -> None:
         parse([])
     with pytest.raises(ApiError, match="must be a list"):
         parse({"events": []})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("event", "ok"),
+    [
+        (ev(value=1e6), True),
+        (ev(value=-1e6), True),
+        (ev(value=1e6 + 0.5), False),
+        (ev(value="-1000000"), True),
+        (ev(timestamp="1970-01-01T00:00:00Z"), True),
+        (ev(timestamp="1970-01-01T00:00:00"), True),
+        (ev(timestamp="1970-01-01T00:59:59+01:00"), False),
+        (ev(timestamp=0), True),
+        (ev(timestamp=(NOW + timedelta(days=1)).isoformat()), True),
+        (ev(timestamp=(NOW + timedelta(days=1, seconds=1)).isoformat()), False),
+        (ev(timestamp="2024-06-02T21:00:00+10:00"), True),  # 11:00Z: inside, by the offset
+    ],
+)
+def test_range_limits_agree_with_the_schema(event: dict[str, Any], ok: bool) -> None:
+    adapter = TypeAdapter(InteractionIn)
+    if ok:
+        adapter.validate_python(event, context={"now": NOW})
+        assert len(parse([event])) == 1
+    else:
+        with pytest.raises(ValidationError):
+            adapter.validate_python(event, context={"now": NOW})
+        err = reject([ev(), event])
+        field = "value" if "value" in event else "timestamp"
+        assert err.message.startswith(f"events[1].{field}: must "), err.message
+        assert err.details == [{"index": 1, "loc": [1, field], "msg": err.details[0]["msg"]}]
 
 
 def test_offsets_other_than_utc_are_kept() -> None:

@@ -25,9 +25,9 @@ from celery import Task
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.recommender.ranking.data import Interactions, build_matrix
-from services.recommender.ranking.models import ItemKNN, Popularity, Recommender
-from services.recommender.ranking.select import Selection, train_and_select
+from services.recommender.ranking.data import Interactions
+from services.recommender.ranking.models import Popularity, Recommender
+from services.recommender.ranking.select import train_and_select
 from shared.config import worker_settings
 from shared.db.models import Interaction, Job, JobStatus, ModelVersion, Tenant
 from shared.jobs import new_job, publish, report_progress
@@ -40,8 +40,6 @@ from workers.jobs import JobCancelled, JobFailed, run_task
 log = logging.getLogger(__name__)
 
 SCHEDULE_TASK = "atelier.schedule_recommender_training"
-# Below this many events a time split leaves nothing to validate on; fit without selection.
-MIN_EVENTS_FOR_SELECTION = 200
 MIN_EVENTS = 2
 
 Progress = Callable[[float, str], None]
@@ -100,27 +98,9 @@ def read_interactions(
     return inter, last_id
 
 
-def _metrics(selection: Selection | None) -> dict[str, Any]:
-    if selection is None:
-        return {}
-    chosen = next(c for c in selection.candidates if c.name == selection.best)
-    pop = next((c for c in selection.candidates if c.name == "popularity"), None)
-    out: dict[str, Any] = {
-        "validation": chosen.validation.as_dict(),
-        "test": chosen.test.as_dict() if chosen.test else None,
-        "candidates": [
-            {
-                "name": c.name,
-                "params": c.params,
-                "validation_ndcg": c.validation.ndcg,
-                "test_ndcg": c.test.ndcg if c.test else None,
-            }
-            for c in selection.candidates
-        ],
-    }
-    if pop is not None and pop.test is not None:
-        out["popularity_test"] = pop.test.as_dict()
-    return out
+def default_budget_s(n_events: int) -> float:
+    """Tuning time for a log of this size: 90 s at 100k events, 10 minutes from 1M on."""
+    return float(min(600.0, 30.0 + 0.6 * n_events / 1000))
 
 
 def train_for_tenant(
@@ -128,7 +108,7 @@ def train_for_tenant(
     *,
     tenant_id: str,
     models_dir: Path,
-    budget_s: float = 300.0,
+    budget_s: float | None = None,
     candidates: Sequence[str] | None = None,
     job_id: str | None = None,
     progress: Progress | None = None,
@@ -149,27 +129,16 @@ def train_for_tenant(
         )
     say(0.15, f"selecting a model on {len(inter)} events")
     start = time.perf_counter()
-    selection: Selection | None = None
-    if len(inter) >= MIN_EVENTS_FOR_SELECTION:
-        try:
-            selection = train_and_select(
-                inter,
-                candidates=candidates,
-                budget_s=budget_s,
-                half_life_days=cfg.half_life_days,
-            )
-        except ValueError as exc:
-            if candidates is not None:
-                raise JobFailed(str(exc)) from exc
-            log.warning("model selection failed for tenant %s (%s); using item-kNN", tenant_id, exc)
-    if selection is not None:
-        model, fallback, matrix = selection.model, selection.fallback, selection.matrix
-        best = selection.best
-    else:
-        matrix = build_matrix(inter, half_life_days=cfg.half_life_days)
-        model = ItemKNN().fit(matrix.X)
-        fallback = Popularity().fit(matrix.X)
-        best = model.name
+    try:
+        selection = train_and_select(
+            inter,
+            candidates=candidates,
+            budget_s=default_budget_s(len(inter)) if budget_s is None else budget_s,
+            half_life_days=cfg.half_life_days,
+        )
+    except ValueError as exc:  # unknown candidate names
+        raise JobFailed(str(exc)) from exc
+    model, fallback, best = selection.model, selection.fallback, selection.best
     trending = Popularity(half_life_days=cfg.trending_half_life_days).fit_events(
         inter.item_idx, inter.weight, inter.timestamp, n_items=inter.n_items
     )
@@ -184,7 +153,7 @@ def train_for_tenant(
         "n_events": len(inter),
         "last_event_id": last_id,
         "train_s": round(train_s, 3),
-        **_metrics(selection),
+        **selection.metrics(),
     }
     version = save_version(
         session,
@@ -276,7 +245,7 @@ def train_recommender_job(ctx: WorkerContext, session: Session, job: Job) -> dic
         session,
         tenant_id=job.tenant_id,
         models_dir=ctx.settings.models_dir,
-        budget_s=float(params.get("budget_s", 300.0)),
+        budget_s=None if params.get("budget_s") is None else float(params["budget_s"]),
         candidates=params.get("candidates"),
         job_id=job.id,
         progress=progress,

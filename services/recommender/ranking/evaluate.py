@@ -1,27 +1,29 @@
-"""Offline evaluation with a time-based holdout.
+"""Offline evaluation: per-user holdouts, ranking metrics and bootstrap confidence intervals.
 
-We split with one global time cut, not per-user "last n": everything before the cut trains,
-what users do after it is the test. That is what serving faces ("what happens next"): the model
-never sees interactions, item popularity or new items from after the moment it would have been
-trained, which a per-user leave-last-out split leaks (another user's later events end up in
-training). Validation for tuning is carved from the training part with a second cut, so the
-test window is never looked at while choosing hyper-parameters.
+Model selection uses a per-user holdout (`per_user_split`): each user with enough events keeps
+their latest fraction of events apart. A global time cut (`time_split`, kept for reports) looks
+more like serving, but on real data most users are active in one burst, so a cut leaves a
+handful of users on one side of it (18 validation users on a movie-ratings set) and nothing at
+all when every event carries the same time; a per-user holdout evaluates every active user
+whatever the shape of the timestamps. Ties in time (or no time at all) are broken by a seeded
+shuffle, which makes the holdout random per user when timestamps carry no order.
 
-Targets are the items a user interacted with positively after the cut and had not seen (or
-disliked) before it; items unknown before the cut are dropped from the targets, as no
+Targets are the items a user interacted with positively in the held-out part and had not seen
+(or disliked) before it; items unknown to the training part are dropped from the targets, as no
 collaborative model can rank them (cold items are the job of trending/content lists).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
 
+from services.recommender.ranking.base import Recommender, top_k
 from services.recommender.ranking.data import Interactions, build_matrix
-from services.recommender.ranking.models import Recommender, top_k
 
 K = 10
 # Dense (users x items) score blocks are capped at this many cells to bound memory.
@@ -42,6 +44,36 @@ def time_split(inter: Interactions, *, test_fraction: float = 0.1) -> Split:
     cut = float(np.quantile(inter.timestamp, 1.0 - test_fraction))
     before = inter.timestamp < cut
     return Split(train=inter.subset(before), test=inter.subset(~before), cut=cut)
+
+
+def per_user_split(
+    inter: Interactions,
+    *,
+    test_fraction: float = 0.2,
+    min_events: int = 5,
+    seed: int = 0,
+) -> Split:
+    """Each user's latest `test_fraction` of events (at least one) is the test; users with
+    fewer than `min_events` events are training only. Equal timestamps are ordered by a seeded
+    shuffle."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError("test_fraction must be in (0, 1)")
+    n = len(inter)
+    shuffle = np.random.default_rng(seed).permutation(n)
+    # Sort by user, then time, then the random tie-break (lexsort: last key is primary).
+    order = np.lexsort((shuffle, inter.timestamp, inter.user_idx))
+    users = inter.user_idx[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if n else np.zeros(0, int)
+    counts = np.diff(np.r_[starts, n])
+    rank = np.arange(n) - np.repeat(starts, counts)
+    size = np.repeat(counts, counts)
+    n_test = np.maximum(1, np.floor(size * test_fraction)).astype(np.int64)
+    is_test_sorted = (size >= min_events) & (rank >= size - n_test)
+    is_test = np.zeros(n, dtype=bool)
+    is_test[order] = is_test_sorted
+    train = inter.subset(~is_test)
+    cut = float(train.timestamp.max()) if len(train) else 0.0
+    return Split(train=train, test=inter.subset(is_test), cut=cut)
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,22 @@ def make_holdout(
     return Holdout(X_train=train.X, excluded=train.excluded, targets=targets, users=users)
 
 
+BOOTSTRAP_SAMPLES = 1000
+
+
+def bootstrap_ci(
+    values: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-user values."""
+    if len(values) == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (samples, len(values)))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 @dataclass(frozen=True)
 class Metrics:
     ndcg: float
@@ -88,47 +136,98 @@ class Metrics:
     coverage: float
     fit_s: float
     users: int
+    ndcg_lo: float = 0.0
+    ndcg_hi: float = 0.0
+    # Per evaluated user, in `Holdout.users` order: what paired comparisons resample.
+    per_user: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {
+            "ndcg": self.ndcg,
+            "ndcg_ci95": [self.ndcg_lo, self.ndcg_hi],
+            "recall": self.recall,
+            "map": self.map,
+            "hit_rate": self.hit_rate,
+            "coverage": self.coverage,
+            "fit_s": self.fit_s,
+            "users": self.users,
+        }
 
 
-def evaluate(model: Recommender, holdout: Holdout, *, k: int = K, fit_s: float = 0.0) -> Metrics:
-    """Rank all items except the user's training items for every evaluated user."""
+ScoreFn = Callable[[sp.csr_matrix], np.ndarray]
+VariantsFn = Callable[[sp.csr_matrix], Iterable[np.ndarray]]
+
+
+def evaluate_variants(
+    variants: VariantsFn, n_variants: int, holdout: Holdout, *, k: int = K
+) -> list[Metrics]:
+    """Metrics of several rankings at once: `variants` maps a block of training rows to one
+    dense score array per variant, lazily (a blend's weight vectors share their members'
+    scores, and only one combined array exists at a time)."""
     n_items = holdout.n_items
     users = holdout.users
     if len(users) == 0:
-        return Metrics(0.0, 0.0, 0.0, 0.0, 0.0, fit_s, 0)
+        return [Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0) for _ in range(n_variants)]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.concatenate([[0.0], np.cumsum(discounts)])
     block = max(1, min(1024, MAX_BLOCK_CELLS // max(n_items, 1)))
-    ndcg = recall = ap = hits_any = 0.0
-    recommended = np.zeros(n_items, dtype=bool)
+    per = np.zeros((n_variants, 4, len(users)))  # ndcg, recall, ap, hit
+    recommended = np.zeros((n_variants, n_items), dtype=bool)
     for start in range(0, len(users), block):
         batch = users[start : start + block]
+        part = slice(start, start + len(batch))
         rows = holdout.X_train[batch]
-        scores = model.score_users(rows)
-        idx, vals = top_k(scores, k, exclude=rows + holdout.excluded[batch])
-        recommended[idx[np.isfinite(vals)]] = True
+        exclude = rows + holdout.excluded[batch]
         target_rows = holdout.targets[batch]
-        hit = np.take_along_axis(target_rows.toarray(), idx, axis=1) > 0
-        hit &= np.isfinite(vals)
+        targets = target_rows.toarray()
         n_rel = np.minimum(np.diff(target_rows.indptr), k)
-        ndcg += float(((hit @ discounts[: idx.shape[1]]) / ideal[n_rel]).sum())
-        recall += float((hit.sum(axis=1) / n_rel).sum())
-        precision_at = np.cumsum(hit, axis=1) / np.arange(1, idx.shape[1] + 1)
-        ap += float(((precision_at * hit).sum(axis=1) / n_rel).sum())
-        hits_any += float(hit.any(axis=1).sum())
-    n = len(users)
-    return Metrics(
-        ndcg=ndcg / n,
-        recall=recall / n,
-        map=ap / n,
-        hit_rate=hits_any / n,
-        coverage=float(recommended.sum()) / n_items,
-        fit_s=fit_s,
-        users=n,
-    )
+        for v, scores in enumerate(variants(rows)):
+            idx, vals = top_k(scores, k, exclude=exclude)
+            recommended[v, idx[np.isfinite(vals)]] = True
+            hit = np.take_along_axis(targets, idx, axis=1) > 0
+            hit &= np.isfinite(vals)
+            precision_at = np.cumsum(hit, axis=1) / np.arange(1, idx.shape[1] + 1)
+            per[v, 0, part] = (hit @ discounts[: idx.shape[1]]) / ideal[n_rel]
+            per[v, 1, part] = hit.sum(axis=1) / n_rel
+            per[v, 2, part] = (precision_at * hit).sum(axis=1) / n_rel
+            per[v, 3, part] = hit.any(axis=1)
+    out = []
+    for v in range(n_variants):
+        lo, hi = bootstrap_ci(per[v, 0])
+        ndcg, recall, ap, hits = per[v].mean(axis=1)
+        out.append(
+            Metrics(
+                ndcg=float(ndcg),
+                recall=float(recall),
+                map=float(ap),
+                hit_rate=float(hits),
+                coverage=float(recommended[v].sum()) / n_items,
+                fit_s=0.0,
+                users=len(users),
+                ndcg_lo=lo,
+                ndcg_hi=hi,
+                per_user=per[v, 0].copy(),
+            )
+        )
+    return out
+
+
+def evaluate_scores(score: ScoreFn, holdout: Holdout, *, k: int = K, fit_s: float = 0.0) -> Metrics:
+    """Rank all items except the user's training items for every evaluated user; `score` maps
+    a block of training rows to dense scores."""
+    (m,) = evaluate_variants(lambda rows: [score(rows)], 1, holdout, k=k)
+    return replace(m, fit_s=fit_s)
+
+
+def evaluate(model: Recommender, holdout: Holdout, *, k: int = K, fit_s: float = 0.0) -> Metrics:
+    return evaluate_scores(model.score_users, holdout, k=k, fit_s=fit_s)
+
+
+def paired_difference_ci(
+    a: Metrics, b: Metrics, *, samples: int = BOOTSTRAP_SAMPLES, seed: int = 1
+) -> tuple[float, float]:
+    """Bootstrap interval of mean(NDCG a - NDCG b) over the same users."""
+    return bootstrap_ci(a.per_user - b.per_user, samples=samples, seed=seed)
 
 
 def fit_and_evaluate(model: Recommender, holdout: Holdout, *, k: int = K) -> Metrics:
@@ -138,13 +237,13 @@ def fit_and_evaluate(model: Recommender, holdout: Holdout, *, k: int = K) -> Met
 
 
 def format_table(rows: list[tuple[str, Metrics]], *, title: str = "") -> str:
-    header = f"{'model':<40} {'NDCG@10':>8} {'Recall@10':>9} {'MAP@10':>7} {'HR@10':>6} "
-    header += f"{'coverage':>8} {'fit s':>7}"
+    header = f"{'model':<44} {'NDCG@10':>8} {'95% CI':>15} {'Recall@10':>9} {'MAP@10':>7} "
+    header += f"{'HR@10':>6} {'coverage':>8} {'fit s':>7}"
     lines = [title] if title else []
     lines += [header, "-" * len(header)]
     for name, m in rows:
         lines.append(
-            f"{name:<40} {m.ndcg:>8.4f} {m.recall:>9.4f} {m.map:>7.4f} {m.hit_rate:>6.3f} "
-            f"{m.coverage:>8.3f} {m.fit_s:>7.2f}"
+            f"{name:<44} {m.ndcg:>8.4f} {f'{m.ndcg_lo:.4f}-{m.ndcg_hi:.4f}':>15} "
+            f"{m.recall:>9.4f} {m.map:>7.4f} {m.hit_rate:>6.3f} {m.coverage:>8.3f} {m.fit_s:>7.2f}"
         )
     return "\n".join(lines)

@@ -1,4 +1,16 @@
-"""Tune candidates on a validation split, pick the best by NDCG@10, refit it on all data."""
+"""Tune candidates on a per-user validation holdout, blend the best, pick, refit on all data.
+
+1. Hold out each active user's latest events (`per_user_split`) as validation.
+2. Spend the tuning budget round-robin over the candidates' grids (`grids.grid`), so every
+   candidate is tried at least once however small the budget.
+3. Blend the best two or three candidates with weights tuned on the same validation.
+4. Pick the best validation NDCG@10; a cheaper model replaces it when the two are within noise
+   (the paired bootstrap interval of their difference holds 0 and the gap is under 1%).
+5. Refit the pick on every event.
+
+Data too thin to validate on (no user with enough events) never fails training: popularity is
+published, and the selection says why.
+"""
 
 from __future__ import annotations
 
@@ -9,50 +21,53 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+from services.recommender.ranking.base import Popularity, Recommender
+from services.recommender.ranking.blend import Blend, tune_weights
 from services.recommender.ranking.data import InteractionMatrix, Interactions, build_matrix
 from services.recommender.ranking.evaluate import (
     Holdout,
     Metrics,
-    fit_and_evaluate,
+    evaluate,
     format_table,
     make_holdout,
-    time_split,
+    paired_difference_ci,
+    per_user_split,
 )
-from services.recommender.ranking.models import MODELS, Popularity, Recommender
+from services.recommender.ranking.grids import (
+    DEFAULT_CANDIDATES,
+    Point,
+    coordinate_search,
+    fixed_points,
+    search_space,
+    value_transforms,
+)
 
-# Small grids of the few parameters that matter, best prior guess first: when the budget runs
-# out, the remaining (less likely) points are skipped.
-DEFAULT_GRIDS: dict[str, list[dict[str, Any]]] = {
-    "ease": [{"lam": lam} for lam in (1000.0, 300.0, 3000.0, 100.0, 10000.0)],
-    # implicit's default regularisation (0.01) loses on ranking; 5-50 wins (NOTES.md).
-    "als": [
-        {"factors": f, "regularization": r}
-        for f, r in ((64, 10.0), (64, 30.0), (128, 30.0), (64, 3.0), (32, 10.0), (128, 100.0))
-    ],
-    "itemknn": [{"k": k} for k in (100, 50, 200, 20, 500)],
-    "bpr": [
-        {"factors": f, "learning_rate": lr}
-        for f, lr in ((64, 0.01), (64, 0.05), (128, 0.01), (32, 0.01))
-    ],
-    "puresvd": [{"rank": r} for r in (64, 32, 128, 16, 256)],
-}
-
-# EASE costs O(items^3): 8-31 s at 5-8k items, 170 s at 15k (NOTES.md).
-EASE_MAX_ITEMS = 10_000
-
-
-def default_candidates(n_items: int) -> list[str]:
-    names = ["als", "itemknn", "bpr", "puresvd"]
-    return (["ease", *names]) if n_items <= EASE_MAX_ITEMS else names
+VALIDATION_FRACTION = 0.2
+MIN_USER_EVENTS = 5
+# Fewer validation users than this and every candidate is inside the noise: say so.
+FEW_VALIDATION_USERS = 50
+# "Within noise": the paired interval of the NDCG difference holds 0 and the gap is under this.
+NOISE_GAP = 0.01
+MAX_BLEND_MEMBERS = 3
 
 
 @dataclass
 class CandidateReport:
     name: str
-    params: dict[str, Any]
+    label: str
+    description: dict[str, Any]
     validation: Metrics
-    test: Metrics | None = None
-    tried: list[tuple[dict[str, Any], float]] = field(default_factory=list)
+    cost: int
+    tried: list[tuple[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            **self.description,
+            "validation": self.validation.as_dict(),
+            "tried": [{"point": p, "ndcg": n} for p, n in self.tried],
+        }
 
 
 @dataclass
@@ -62,115 +77,175 @@ class Selection:
     matrix: InteractionMatrix
     best: str
     candidates: list[CandidateReport]
+    validation_users: int
     refit_s: float = 0.0
+    tuning_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> CandidateReport | None:
+        return next((c for c in self.candidates if c.name == self.best), None)
 
     def table(self) -> str:
-        val = [(_label(c), c.validation) for c in self.candidates]
-        out = [format_table(val, title="validation (tuning split)")]
-        test = [(_label(c), c.test) for c in self.candidates if c.test is not None]
-        if test:
-            out.append(format_table(test, title="test (time holdout, after tuning)"))
-        out.append(
-            f"selected: {self.best} {self.model.params()}; "
-            f"refit on all data in {self.refit_s:.2f} s"
-        )
+        out = [
+            format_table(
+                [(c.label, c.validation) for c in self.candidates],
+                title=f"validation (per-user holdout, {self.validation_users} users)",
+            )
+        ]
+        out.append(f"selected: {self.best} {self.model.describe()}; refit in {self.refit_s:.2f} s")
+        out += self.notes
         return "\n\n".join(out)
 
-
-def _label(c: CandidateReport) -> str:
-    short = ",".join(f"{k}={v}" for k, v in c.params.items() if k in _TUNED.get(c.name, ()))
-    return f"{c.name}({short})" if short else c.name
-
-
-_TUNED = {name: tuple(grid[0]) for name, grid in DEFAULT_GRIDS.items()}
+    def metrics(self) -> dict[str, Any]:
+        """What a model version records about how it was chosen."""
+        chosen = self.chosen
+        return {
+            "protocol": (
+                f"per-user holdout: each user's latest {VALIDATION_FRACTION:.0%} of events "
+                f"(users with >= {MIN_USER_EVENTS} events; ties in time shuffled with a seed)"
+            ),
+            "validation_users": self.validation_users,
+            "validation": chosen.validation.as_dict() if chosen else None,
+            "candidates": [c.as_dict() for c in self.candidates],
+            "tuning_s": round(self.tuning_s, 2),
+            "refit_s": round(self.refit_s, 2),
+            "notes": self.notes,
+        }
 
 
 def train_and_select(
     interactions: Interactions,
     *,
     candidates: Sequence[str] | None = None,
-    grids: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    peers: Mapping[str, Recommender] | None = None,
-    budget_s: float = 300.0,
-    test_fraction: float = 0.1,
-    validation_fraction: float = 0.1,
+    grids: Mapping[str, Sequence[Point]] | None = None,
+    budget_s: float = 120.0,
     half_life_days: float | None = None,
     max_eval_users: int | None = 5000,
-    evaluate_test: bool = True,
+    blend: bool = True,
     blas_threads: int = 1,
+    seed: int = 0,
 ) -> Selection:
-    """Tune, select and refit.
-
-    The tuning budget is spent round-robin over the candidates' grids, so every candidate is
-    tried at least once however small the budget. `peers` are untuned models (e.g. library
-    defaults) reported next to the candidates but never selected. Popularity is always fitted,
-    as the baseline and as the fallback for users with no history.
-    """
-    grids = {**DEFAULT_GRIDS, **(grids or {})}
-    names = list(candidates) if candidates is not None else default_candidates(interactions.n_items)
+    """Tune, blend, select and refit within `budget_s` of tuning (refit comes on top)."""
+    names = list(candidates) if candidates is not None else list(DEFAULT_CANDIDATES)
     if not names:
         raise ValueError("no candidate models to select from")
-    unknown = [n for n in names if n not in MODELS or n == "popularity"]
-    if unknown:
-        raise ValueError(f"unknown candidate models: {unknown}")
-
+    start = time.monotonic()
+    deadline = start + budget_s
     with threadpool_limits(blas_threads, user_api="blas"):
-        split = time_split(interactions, test_fraction=test_fraction)
-        val_split = time_split(split.train, test_fraction=validation_fraction)
-        holdout_kw: dict[str, Any] = {"half_life_days": half_life_days, "max_users": max_eval_users}
-        val = make_holdout(val_split, **holdout_kw)
-        test = make_holdout(split, **holdout_kw) if evaluate_test else None
+        matrix = build_matrix(interactions, half_life_days=half_life_days)
+        fallback = Popularity().fit(matrix.X)
+        split = per_user_split(
+            interactions, test_fraction=VALIDATION_FRACTION, min_events=MIN_USER_EVENTS, seed=seed
+        )
+        val = make_holdout(
+            split, half_life_days=half_life_days, max_users=max_eval_users, seed=seed
+        )
+        n_val = len(val.users)
+        pop_report = _report("popularity", Point("popularity", {}, "raw"), Popularity(), val)
+        if n_val == 0:
+            note = (
+                f"no user has {MIN_USER_EVENTS} or more events with a new item among their "
+                "latest; nothing to validate on, so popularity is served"
+            )
+            return Selection(
+                fallback, fallback, matrix, "popularity", [pop_report], 0, notes=[note]
+            )
 
-        tried: dict[str, list[tuple[dict[str, Any], Metrics]]] = {n: [] for n in names}
-        deadline = time.monotonic() + budget_s
-        for step in range(max(len(grids[n]) for n in names)):
-            for name in names:
-                if step >= len(grids[name]) or (step > 0 and time.monotonic() > deadline):
+        transforms = value_transforms(matrix.X)
+        searches = {
+            n: fixed_points(grids[n])
+            if grids and n in grids
+            else coordinate_search(*search_space(n, val.X_train, transforms))
+            for n in names
+        }
+        tried: dict[str, list[tuple[Point, Metrics]]] = {n: [] for n in names}
+        # Only each candidate's best fitted model is kept (EASE's can be hundreds of MB).
+        fitted: dict[str, Recommender] = {}
+        pending = {n: next(s) for n, s in searches.items()}
+        while pending and (time.monotonic() < deadline or not all(tried.values())):
+            for name in list(pending):
+                if tried[name] and time.monotonic() > deadline:
                     continue
-                params = dict(grids[name][step])
-                tried[name].append((params, fit_and_evaluate(MODELS[name](**params), val)))
+                point = pending[name]
+                model = point.build()
+                t0 = time.perf_counter()
+                model.fit(val.X_train)
+                metrics = evaluate(model, val, fit_s=time.perf_counter() - t0)
+                if not tried[name] or metrics.ndcg > max(m.ndcg for _, m in tried[name]):
+                    fitted[name] = model
+                tried[name].append((point, metrics))
+                try:
+                    pending[name] = searches[name].send(metrics.ndcg)
+                except StopIteration:
+                    del pending[name]
 
         reports: list[CandidateReport] = []
         for name in names:
-            params, metrics = max(tried[name], key=lambda pm: pm[1].ndcg)
+            point, metrics = max(tried[name], key=lambda t: t[1].ndcg)
             reports.append(
                 CandidateReport(
                     name=name,
-                    params=MODELS[name](**params).params(),
+                    label=point.label(),
+                    description=fitted[name].describe(),
                     validation=metrics,
-                    tried=[(p, m.ndcg) for p, m in tried[name]],
+                    cost=fitted[name].cost,
+                    tried=[(p.label(), m.ndcg) for p, m in tried[name]],
                 )
             )
-        for name, peer in (peers or {}).items():
-            reports.append(CandidateReport(name, peer.params(), fit_and_evaluate(peer, val)))
-        reports.append(CandidateReport("popularity", {}, fit_and_evaluate(Popularity(), val)))
-        if test is not None:
-            for rep in reports:
-                rep.test = _test_metrics(rep, peers or {}, test)
+        reports.sort(key=lambda r: -r.validation.ndcg)
+        if blend and len(reports) >= 2:
+            members = [fitted[r.name] for r in reports[:MAX_BLEND_MEMBERS]]
+            weights, metrics, grid_tried = tune_weights(members, val)
+            if sum(w > 0 for w in weights) > 1:
+                kept = [(w, m) for w, m in zip(weights, members, strict=True) if w > 0]
+                model = Blend.of([m for _, m in kept], [w for w, _ in kept])
+                reports.append(
+                    CandidateReport(
+                        name="blend",
+                        label="blend(" + "+".join(f"{w:.1f}*{m.name}" for w, m in kept) + ")",
+                        description=model.describe(),
+                        validation=metrics,
+                        cost=model.cost,
+                        tried=[(str(w), n) for w, n in grid_tried],
+                    )
+                )
+                fitted["blend"] = model
+        reports.append(pop_report)
+        fitted["popularity"] = Popularity()
+        tuning_s = time.monotonic() - start
 
-        best = max((r for r in reports if r.name in names), key=lambda r: r.validation.ndcg)
-        matrix = build_matrix(interactions, half_life_days=half_life_days)
-        start = time.perf_counter()
-        model = MODELS[best.name](**best.params).fit(matrix.X)
-        refit_s = time.perf_counter() - start
-        fallback = Popularity().fit(matrix.X)
-    return Selection(model, fallback, matrix, best.name, reports, refit_s)
+        best = _pick(reports)
+        notes = []
+        if n_val < FEW_VALIDATION_USERS:
+            notes.append(
+                f"validated on only {n_val} users: candidates' scores are mostly noise "
+                "(see each confidence interval)"
+            )
+        t0 = time.perf_counter()
+        model = fitted[best.name].clone().fit(matrix.X)
+        refit_s = time.perf_counter() - t0
+    return Selection(model, fallback, matrix, best.name, reports, n_val, refit_s, tuning_s, notes)
 
 
-def _test_metrics(rep: CandidateReport, peers: Mapping[str, Recommender], test: Holdout) -> Metrics:
-    if rep.name in peers:
-        model: Recommender = type(peers[rep.name])(**peers[rep.name].params())
-    elif rep.name == "popularity":
-        model = Popularity()
-    else:
-        model = MODELS[rep.name](**rep.params)
-    return fit_and_evaluate(model, test)
+def _report(name: str, point: Point, model: Recommender, val: Holdout) -> CandidateReport:
+    t0 = time.perf_counter()
+    model.fit(val.X_train)
+    metrics = evaluate(model, val, fit_s=time.perf_counter() - t0)
+    return CandidateReport(name, point.label(), model.describe(), metrics, model.cost)
 
 
-__all__ = [
-    "DEFAULT_GRIDS",
-    "CandidateReport",
-    "Selection",
-    "default_candidates",
-    "train_and_select",
-]
+def _pick(reports: list[CandidateReport]) -> CandidateReport:
+    """The best validation NDCG, unless a cheaper model is within noise of it."""
+    best = max(reports, key=lambda r: r.validation.ndcg)
+    for r in sorted(reports, key=lambda r: (r.cost, -r.validation.ndcg)):
+        if r.cost >= best.cost or r.name == "popularity":
+            continue
+        lo, hi = paired_difference_ci(best.validation, r.validation)
+        gap = best.validation.ndcg - r.validation.ndcg
+        if lo <= 0.0 <= hi and gap < NOISE_GAP * best.validation.ndcg:
+            return r
+    return best
+
+
+__all__ = ["CandidateReport", "Selection", "train_and_select"]

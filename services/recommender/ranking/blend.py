@@ -1,0 +1,147 @@
+"""A weighted blend of fitted recommenders, and the search for its weights on validation.
+
+Members' scores live on different scales (EASE weights, random-walk probabilities, factor dot
+products), so each member's scores are standardised per user before they are weighted; items a
+member cannot score (EASE outside its modelled items) take that user's lowest score.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from services.recommender.ranking.base import Recommender
+from services.recommender.ranking.evaluate import Holdout, Metrics, evaluate_variants
+
+
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """Per-row z-scores; non-finite entries become the row's lowest finite score."""
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    finite = np.isfinite(scores)
+    if not finite.all():
+        low = np.where(finite, scores, np.inf).min(axis=1, keepdims=True)
+        low[~np.isfinite(low)] = 0.0
+        scores = np.where(finite, scores, low)
+    mean = scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True)
+    std[std == 0] = 1.0
+    return (scores - mean) / std
+
+
+class Blend(Recommender):
+    name = "blend"
+
+    def __init__(self, weights: list[float], members: list[dict[str, Any]]) -> None:
+        if len(weights) != len(members) or not members:
+            raise ValueError("a blend needs one weight per member")
+        self.weights = [float(w) for w in weights]
+        self.members: list[Recommender] = [
+            Recommender.registry[m["model"]](**m["params"]).with_transform(
+                m.get("transform", "raw")
+            )
+            for m in members
+        ]
+
+    @classmethod
+    def of(cls, members: list[Recommender], weights: list[float]) -> Blend:
+        """A blend of already fitted (or unfitted) member objects."""
+        blend = cls(weights, [m.describe() for m in members])
+        blend.members = list(members)
+        if all(m.n_items for m in members):
+            blend.n_items = members[0].n_items
+        return blend
+
+    @property
+    def cost(self) -> int:  # type: ignore[override]
+        return sum(m.cost for m in self.members)
+
+    def params(self) -> dict[str, Any]:
+        return {"weights": self.weights, "members": [m.describe() for m in self.members]}
+
+    def clone(self) -> Blend:
+        return Blend.of([m.clone() for m in self.members], self.weights)
+
+    def _fit(self, X: sp.csr_matrix) -> None:
+        for m in self.members:
+            m.fit(X)
+
+    def _score(self, rows: sp.csr_matrix) -> np.ndarray:
+        total = np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
+        for w, m in zip(self.weights, self.members, strict=True):
+            if w:
+                total += w * standardise(m.score_users(rows))
+        return total
+
+    def _item_similarities(self, item_idx: int) -> np.ndarray:
+        total = np.zeros(self.n_items, dtype=np.float32)
+        for w, m in zip(self.weights, self.members, strict=True):
+            if w:
+                total += w * standardise(m._item_similarities(item_idx)[None, :])[0]
+        return total
+
+    def pair_similarity(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        total = np.zeros((len(rows), len(cols)), dtype=np.float32)
+        for w, m in zip(self.weights, self.members, strict=True):
+            sims = m.pair_similarity(rows, cols)
+            scale = float(np.abs(sims).max()) if sims.size else 0.0
+            if w and scale > 0:
+                total += w * sims / scale
+        return total
+
+    # Members persist in sub-directories; the blend's own arrays are empty.
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        return None
+
+    def _save_arrays(self, directory: Path) -> None:
+        for i, m in enumerate(self.members):
+            m.save(directory / f"member-{i}")
+
+    def _load_arrays(self, directory: Path) -> None:
+        self.members = [
+            Recommender.load(directory / f"member-{i}") for i in range(len(self.weights))
+        ]
+
+
+def weight_grid(n_members: int, step: float) -> list[tuple[float, ...]]:
+    """Every weight vector on the simplex with the given step, each member alone first."""
+    units = round(1 / step)
+    out = [
+        tuple(c / units for c in combo)
+        for combo in itertools.product(range(units + 1), repeat=n_members)
+        if sum(combo) == units
+    ]
+    return sorted(out, key=lambda w: -max(w))
+
+
+def tune_weights(
+    members: list[Recommender], holdout: Holdout, *, step: float = 0.1
+) -> tuple[list[float], Metrics, list[tuple[tuple[float, ...], float]]]:
+    """The weights with the best validation NDCG among `weight_grid`, members fitted on the
+    holdout's training rows. The grid holds every member alone, so the blend's validation
+    NDCG is never below its best member's."""
+    grid = weight_grid(len(members), step)
+
+    def variants(rows: sp.csr_matrix) -> Iterator[np.ndarray]:
+        parts = [standardise(m.score_users(rows)) for m in members]
+        for weights in grid:
+            total = np.zeros_like(parts[0])
+            for w, s in zip(weights, parts, strict=True):
+                if w:
+                    total += w * s
+            yield total
+
+    start = time.perf_counter()
+    metrics = evaluate_variants(variants, len(grid), holdout)
+    best = max(range(len(grid)), key=lambda i: metrics[i].ndcg)
+    best_m = replace(metrics[best], fit_s=time.perf_counter() - start)
+    return list(grid[best]), best_m, [(w, m.ndcg) for w, m in zip(grid, metrics, strict=True)]
