@@ -1,16 +1,17 @@
 """Top-10 latency of the recommender over loopback HTTP vs raw in-process scoring.
 
     python -m bench.bench_reco_latency --users 100000 --items 100000 --events 300000
-        [--rounds 5] [--compare-tree /path/to/other/checkout]
+        [--rounds 5] [--compare-tree /path/to/other/checkout] [--model als|selected]
 
 Builds a synthetic catalogue in a throw-away PostgreSQL database (ingested through our bulk
 path, and not ANALYZEd afterwards: the statistics lag a bulk import in production too), trains
-ALS once (EASE does not fit 100k items), saves it as a model version, starts the recommender
-service and the gateway with uvicorn on free loopback ports and times sequential keep-alive
-requests, in rounds that alternate between the targets (the recommender's own endpoint, the
-gateway's public one with API-key auth, and, with ``--compare-tree``, the recommender of another
-source tree on the same database). Next to it: the same requests in-process (fold-in with the
-SQL history read, filters, reasons) and the raw model part alone (score all items + top-k).
+ALS once (or, with ``--model selected``, whatever training selects at this size), saves it as a
+model version, starts the recommender service and the gateway with uvicorn on free loopback
+ports and times sequential keep-alive requests, in rounds that alternate between the targets
+(the recommender's own endpoint, the gateway's public one with API-key auth, and, with
+``--compare-tree``, the recommender of another source tree on the same database). Next to it:
+the same requests in-process (fold-in with the SQL history read, filters, reasons) and the raw
+model part alone (score all items + top-k).
 Target: p50 < 5 ms, p99 < 20 ms over HTTP (written for the recommender's endpoint).
 """
 
@@ -42,13 +43,14 @@ from bench.synthetic_interactions import EVENT_TYPES, generate
 from services.gateway.interactions import ingest
 from services.recommender.ranking.data import build_matrix
 from services.recommender.ranking.models import ALS, Popularity
+from services.recommender.ranking.select import train_and_select
 from services.recommender.service import ModelStore, Query, Recommendations, _top
 from shared.auth import create_api_key, create_tenant
 from shared.db.migrate import upgrade
 from shared.db.scratch import DEFAULT_SERVER, libpq, scratch_database
 from shared.db.session import get_sessionmaker, session_scope
 from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS, TENANT_HEADER
-from workers.training.recommender import read_interactions, save_version
+from workers.training.recommender import default_budget_s, read_interactions, save_version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,6 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         help="also time the recommender of this source tree (e.g. an export of the last commit)",
     )
     parser.add_argument("--pg", default=DEFAULT_SERVER)
+    parser.add_argument(
+        "--model",
+        choices=("als", "selected"),
+        default="als",
+        help="ALS with 64 factors, or what training selects at this size (its default budget)",
+    )
     args = parser.parse_args(argv)
     threadpool_limits(1)
     cleanup = contextlib.ExitStack()
@@ -141,9 +149,15 @@ def main(argv: list[str] | None = None) -> None:
             inter, last_id = read_interactions(
                 s, tenant_id=tenant, event_weights=DEFAULT_EVENT_WEIGHTS
             )
-            matrix = build_matrix(inter)
             start = time.perf_counter()
-            model = ALS(factors=64, regularization=10.0, iterations=10).fit(matrix.X)
+            if args.model == "selected":
+                selection = train_and_select(inter, budget_s=default_budget_s(len(inter)))
+                matrix, model = selection.matrix, selection.model
+                what = f"selected {model.describe()}"
+            else:
+                matrix = build_matrix(inter)
+                model = ALS(factors=64, regularization=10.0, iterations=10).fit(matrix.X)
+                what = "ALS(64 factors)"
             fit_s = time.perf_counter() - start
             fallback = Popularity().fit(matrix.X)
             trending = Popularity(half_life_days=7.0).fit_events(
@@ -161,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         print(
             f"catalogue: {inter.n_users} users x {inter.n_items} items with events; "
-            f"ALS(64 factors) fit in {fit_s:.1f} s"
+            f"{what}, trained in {fit_s:.1f} s"
         )
 
         rng = np.random.default_rng(1)
@@ -280,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
             for client in clients.values():
                 client.close()
         print(f"{'top-10 for a user':<52} latency")
-        print(f"{'raw ALS scoring + top-k (in-process, no SQL)':<52} {percentiles(raw_ms)}")
+        print(f"{'raw model scoring + top-k (in-process, no SQL)':<52} {percentiles(raw_ms)}")
         print(f"{'service call in-process (SQL fold-in, rows, why)':<52} {percentiles(inproc_ms)}")
         labels = {
             "recommender": "HTTP GET recommender /internal/v1/users/{id}/...",

@@ -1,7 +1,7 @@
 """Recommender quality and request-time latency on synthetic data.
 
-1. Quality: time-holdout table of every tuned candidate, implicit's defaults and most-popular
-   on a medium catalogue (default 5k users x 2k items x 200k events).
+1. Quality: the selection table and the per-user test split beside tuned peers (as `atelier
+   reco evaluate` prints) on a medium synthetic catalogue (5k users x 2k items x 200k events).
 2. Latency: in-process top-10 for one user (fold-in of the user's row, seen and disliked items
    excluded) on a 100k-item catalogue, with the model the selector picks at that size (EASE is
    out of the running there: O(items^3)), and the runner-up for comparison.
@@ -23,8 +23,10 @@ import sklearn
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from bench.synthetic_interactions import generate
+from services.recommender.ranking.grids import Point
 from services.recommender.ranking.models import MODELS, Recommender, recommend
-from services.recommender.ranking.report import default_peers
+from services.recommender.ranking.models import from_description as load_description
+from services.recommender.ranking.report import compare
 from services.recommender.ranking.select import train_and_select
 
 
@@ -57,14 +59,8 @@ def _cpus() -> list[int]:
 
 def quality(users: int, items: int, events: int, budget_s: float) -> str:
     data = generate(users, items, events, seed=0)
-    start = time.perf_counter()
-    selection = train_and_select(data.to_interactions(), peers=default_peers(), budget_s=budget_s)
-    took = time.perf_counter() - start
-    return (
-        f"== quality: {users} users x {items} items x {events} events "
-        f"(global time cut, newest 10% = test; tuning budget {budget_s:.0f} s, "
-        f"whole selection {took:.0f} s)\n\n{selection.table()}"
-    )
+    label = f"== quality: synthetic {users} users x {items} items x {events} events"
+    return compare(data.to_interactions(), budget_s=budget_s, label=label).table()
 
 
 def _latency_ms(model: Recommender, X: object, excluded: object, users: np.ndarray) -> np.ndarray:
@@ -87,12 +83,12 @@ def latency(users: int, items: int, events: int, budget_s: float, requests: int)
         inter,
         candidates=["als", "itemknn"],
         grids={
-            "als": [{"factors": 64, "regularization": r} for r in (10.0, 30.0)],
-            "itemknn": [{"k": k} for k in (100, 50)],
+            "als": [Point("als", {"factors": 64, "regularization": r}) for r in (10.0, 30.0)],
+            "itemknn": [Point("itemknn", {"k": k}) for k in (100, 50)],
         },
         budget_s=budget_s,
         max_eval_users=2000,
-        evaluate_test=False,
+        blend=False,
     )
     took = time.perf_counter() - start
     X, excluded = selection.matrix.X, selection.matrix.excluded
@@ -102,7 +98,7 @@ def latency(users: int, items: int, events: int, budget_s: float, requests: int)
     lines = [
         f"== latency: {inter.n_users} users x {inter.n_items} items x {len(inter)} events; "
         f"selection (als, itemknn) took {took:.0f} s, picked {selection.best} "
-        f"{selection.model.params()}",
+        f"{selection.model.describe()}",
         f"median history length of sampled users: {int(np.median(np.diff(X.indptr)[sample]))}",
         "",
         f"{'model':<12} {'val NDCG@10':>11} {'fit s':>7} {'p50 ms':>7} {'p99 ms':>7}",
@@ -110,9 +106,9 @@ def latency(users: int, items: int, events: int, budget_s: float, requests: int)
     for rep in selection.candidates:
         if rep.name == selection.best:
             model, fit_s = selection.model, selection.refit_s
-        elif rep.name in MODELS:
+        elif rep.name in MODELS and rep.name != "popularity":
             t0 = time.perf_counter()
-            model = MODELS[rep.name](**rep.params).fit(X)
+            model = load_description(rep.description).fit(X)
             fit_s = time.perf_counter() - t0
         else:
             continue

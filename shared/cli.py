@@ -133,11 +133,14 @@ app.add_typer(reco, name="reco")
 
 @reco.command("evaluate")
 def reco_evaluate(
-    interactions: Annotated[Path, typer.Option(help="CSV: user,item,value,timestamp")],
+    interactions: Annotated[
+        Path, typer.Option(help="CSV: user,item,value[,timestamp] (unix seconds)")
+    ],
     plot: Annotated[Path | None, typer.Option(help="write a PNG bar chart here")] = None,
-    budget_s: Annotated[float, typer.Option(help="tuning time budget in seconds")] = 300.0,
+    budget_s: Annotated[float, typer.Option(help="tuning time budget in seconds")] = 120.0,
 ) -> None:
-    """Time-holdout comparison of every candidate model and the peers, as a table."""
+    """The model Atelier selects next to tuned peers (implicit ALS/BPR, EASE, RP3beta,
+    popularity) on each user's latest 20% of events: NDCG@10 with 95% CIs, recall, coverage."""
     from services.recommender.ranking.report import evaluate_csv
 
     if not interactions.is_file():

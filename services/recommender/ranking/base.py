@@ -113,6 +113,12 @@ class Recommender(ABC):
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "transform": self.transform, "params": self.params()}
 
+    @staticmethod
+    def from_description(description: dict[str, Any]) -> Recommender:
+        """An unfitted model from `describe()`'s output."""
+        cls = Recommender.registry[description["model"]]
+        return cls(**description["params"]).with_transform(description.get("transform", "raw"))
+
     def fit(self, X: sp.csr_matrix) -> Recommender:
         X = sp.csr_matrix(X, dtype=np.float32)
         self._fit(transform_values(X, self.transform))
@@ -170,8 +176,7 @@ class Recommender(ABC):
             meta = json.loads((directory / PARAMS_FILE).read_text())
             if meta.get("format_version") != FORMAT_VERSION:
                 raise ModelFormatError(f"unsupported format version {meta.get('format_version')}")
-            cls = Recommender.registry[meta["model"]]
-            model = cls(**meta["params"]).with_transform(meta.get("transform", "raw"))
+            model = Recommender.from_description(meta)
             model.n_items = int(meta["n_items"])
             model._load_arrays(directory)
         except ModelFormatError:

@@ -42,12 +42,7 @@ class Blend(Recommender):
         if len(weights) != len(members) or not members:
             raise ValueError("a blend needs one weight per member")
         self.weights = [float(w) for w in weights]
-        self.members: list[Recommender] = [
-            Recommender.registry[m["model"]](**m["params"]).with_transform(
-                m.get("transform", "raw")
-            )
-            for m in members
-        ]
+        self.members: list[Recommender] = [Recommender.from_description(m) for m in members]
 
     @classmethod
     def of(cls, members: list[Recommender], weights: list[float]) -> Blend:

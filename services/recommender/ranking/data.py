@@ -127,7 +127,10 @@ class Interactions:
 
     @classmethod
     def read_csv(cls, path: Path | str) -> Interactions:
-        """Read `user,item,value,timestamp` (header optional); value is the signed weight."""
+        """Read `user,item,value[,timestamp]` (header optional); value is the signed weight.
+
+        A missing or empty timestamp (aggregated counts carry none) reads as 0: evaluation then
+        holds out a seeded random share of each user's events."""
         users: list[str] = []
         items: list[str] = []
         values: list[float] = []
@@ -139,7 +142,7 @@ class Interactions:
                 users.append(row[0])
                 items.append(row[1])
                 values.append(float(row[2]))
-                times.append(float(row[3]))
+                times.append(float(row[3]) if len(row) > 3 and row[3].strip() else 0.0)
         return cls.from_arrays(
             np.asarray(users), np.asarray(items), np.asarray(values), np.asarray(times)
         )

@@ -2,13 +2,14 @@
 
 Each candidate starts from a prior point and walks one axis at a time along a ladder of values
 (coordinate ascent on validation NDCG): a step that helps is followed by another in the same
-direction, and the walk ends when no single step helps. The value transform is one of the axes,
-since the best transform depends on the model (ALS wants damped counts as confidence, random
-walks want binary edges).
+direction, and the walk ends when no single step helps. Each value transform gets a start of its
+own, since the best transform depends on the model (ALS wants damped counts as confidence,
+random walks want binary edges) and the best regularisation depends on the transform.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -80,59 +81,145 @@ def value_transforms(X: sp.csr_matrix) -> tuple[str, ...]:
 Axes = dict[str, Sequence[Any]]
 
 
-def search_space(name: str, X: sp.csr_matrix, transforms: tuple[str, ...]) -> tuple[Point, Axes]:
-    """Where a candidate's search starts on the training matrix `X` (raw totals), and its axes."""
-    first = transforms[0]
-    binary = "binary" if "binary" in transforms else first
+@dataclass(frozen=True)
+class Space:
+    """A coarse grid (evaluated first, best prior guesses first) and the ladders walked by
+    coordinate ascent from the best grid point. The grid spans what a user tuning the library
+    by hand would try, so the search never ends below that on validation."""
+
+    grid: list[Point]
+    axes: Axes
+
+
+def _product(
+    model: str, prior: dict[str, Any], coarse: dict[str, Sequence[Any]], transform: str
+) -> list[Point]:
+    """Every combination of the coarse values, nearest the prior first."""
+    keys = list(coarse)
+    combos = [
+        dict(zip(keys, values, strict=True)) for values in itertools.product(*coarse.values())
+    ]
+
+    def distance(params: dict[str, Any]) -> int:
+        return sum(
+            abs(_nearest(coarse[k], params[k]) - _nearest(coarse[k], prior[k])) for k in keys
+        )
+
+    combos.sort(key=distance)
+    return [Point(model, {**prior, **c}, transform) for c in combos]
+
+
+def _interleave(*lists: list[Point]) -> list[Point]:
+    out = []
+    for group in itertools.zip_longest(*lists):
+        out += [p for p in group if p is not None]
+    return out
+
+
+def search_space(name: str, X: sp.csr_matrix, transforms: tuple[str, ...]) -> Space:
+    """The search for one candidate on the training matrix `X` (raw totals)."""
+    first, rest = transforms[0], transforms[1:]
     if name == "ease":
-        # lambda is relative to the items' squared mass (the Gram matrix's mean diagonal).
-        masses = [_mean_item_mass(transform_values(X, tr)) for tr in transforms]
-        ladder = [round(min(masses) * 2.0**e, 3) for e in range(-2, 16)]
-        start = Point("ease", {"lam": 10 * masses[0], "max_items": EASE_MAX_ITEMS}, first)
-        start = replace(
-            start, params={**start.params, "lam": ladder[_nearest(ladder, 10 * masses[0])]}
-        )
-        return start, {"lam": ladder, "transform": transforms}
+        # lambda relative to each transform's squared item mass (the Gram matrix's diagonal),
+        # since a regularisation that suits counts is far off for binary data.
+        masses = {tr: _mean_item_mass(transform_values(X, tr)) for tr in transforms}
+        ladder = [round(min(masses.values()) * 2.0**e, 3) for e in range(-2, 20)]
+        per_transform = [
+            [
+                Point(
+                    "ease",
+                    {"lam": ladder[_nearest(ladder, r * masses[tr])], "max_items": EASE_MAX_ITEMS},
+                    tr,
+                )
+                for r in (8.0, 2.0, 32.0, 0.5, 128.0)
+            ]
+            for tr in transforms
+        ]
+        return Space(_interleave(*per_transform), {"lam": ladder})
     if name == "rp3beta":
-        start = Point("rp3beta", {"alpha": 0.75, "beta": 0.3, "k": 200}, binary)
-        return start, {
-            "beta": (0.0, 0.15, 0.3, 0.45, 0.6, 0.75),
-            "alpha": (0.25, 0.5, 0.75, 1.0, 1.25),
+        prior = {"alpha": 0.75, "beta": 0.25, "k": 200}
+        coarse = {"alpha": (0.5, 0.75, 1.0), "beta": (0.0, 0.25, 0.5, 0.75)}
+        grid = _product("rp3beta", prior, coarse, "binary" if "binary" in transforms else first)
+        grid += [Point("rp3beta", prior, tr) for tr in transforms if tr != "binary"]
+        axes = {
+            "beta": (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875),
+            "alpha": (0.25, 0.5, 0.625, 0.75, 0.875, 1.0, 1.25),
             "k": (50, 100, 200, 400, 800),
-            "transform": transforms,
         }
+        return Space(grid, axes)
     if name == "als":
-        start = Point(
-            "als", {"factors": 128, "regularization": 30.0, "alpha": 3.0, "iterations": 15}, first
+        prior = {"factors": 128, "regularization": 10.0, "alpha": 1.0, "iterations": 15}
+        coarse = {
+            "factors": (64, 128, 256),
+            "regularization": (0.1, 1.0, 10.0, 50.0),
+            "alpha": (1.0, 10.0),
+        }
+        small = {"regularization": (1.0, 10.0, 50.0), "alpha": (1.0, 10.0)}
+        grid = _interleave(
+            _product("als", prior, coarse, first),
+            *[_product("als", prior, small, tr) for tr in rest],
         )
-        return start, {
-            "regularization": (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0),
-            "alpha": (0.3, 1.0, 3.0, 10.0, 30.0),
+        axes = {
+            "regularization": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0),
+            "alpha": (0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
             "factors": (32, 64, 128, 256, 512),
-            "transform": transforms,
         }
+        return Space(grid, axes)
     if name == "itemknn":
-        start = Point("itemknn", {"k": 100, "shrink": 10.0}, first)
-        return start, {
-            "k": (10, 20, 50, 100, 200, 500),
-            "shrink": (0.0, 5.0, 20.0, 50.0, 200.0),
-            "transform": transforms,
-        }
+        prior = {"k": 100, "shrink": 10.0}
+        coarse = {"k": (20, 50, 100, 200, 500), "shrink": (0.0, 10.0, 50.0)}
+        grid = _interleave(
+            _product("itemknn", prior, coarse, first),
+            *[_product("itemknn", prior, {"k": (50, 200)}, tr) for tr in rest],
+        )
+        return Space(
+            grid,
+            {"k": (10, 20, 50, 100, 200, 500, 1000), "shrink": (0.0, 5.0, 10.0, 20.0, 50.0, 200.0)},
+        )
     if name == "bpr":
-        start = Point("bpr", {"factors": 64, "learning_rate": 0.01}, binary)
-        return start, {"learning_rate": (0.003, 0.01, 0.03, 0.1), "factors": (32, 64, 128)}
+        prior = {"factors": 64, "learning_rate": 0.01, "regularization": 0.01}
+        coarse = {
+            "factors": (64, 128),
+            "learning_rate": (0.01, 0.05),
+            "regularization": (0.01, 0.001),
+        }
+        grid = _product("bpr", prior, coarse, "binary" if "binary" in transforms else first)
+        return Space(grid, {"learning_rate": (0.003, 0.01, 0.03, 0.1)})
     if name == "puresvd":
-        return Point("puresvd", {"rank": 64}, first), {"rank": (16, 32, 64, 128, 256)}
+        return Space([Point("puresvd", {"rank": r}, first) for r in (64, 32, 128, 16, 256)], {})
     raise ValueError(f"unknown candidate model {name!r}")
 
 
 Search = Generator[Point, float, None]
 
 
-def coordinate_search(start: Point, axes: Axes) -> Search:
-    """Yields points to evaluate and receives each one's validation score."""
-    seen: set[tuple[Any, ...]] = {start.key()}
-    best, best_score = start, (yield start)
+def grid_then_refine(space: Space) -> Search:
+    """Evaluate the grid, then walk the axes from its best point."""
+    seen: set[tuple[Any, ...]] = set()
+    best: Point | None = None
+    best_score = -np.inf
+    for point in space.grid:
+        if point.key() in seen:
+            continue
+        seen.add(point.key())
+        score = yield point
+        if score > best_score:
+            best, best_score = point, score
+    if best is not None and space.axes:
+        yield from coordinate_search(best, space.axes, seen, best_score)
+
+
+def coordinate_search(
+    start: Point,
+    axes: Axes,
+    seen: set[tuple[Any, ...]] | None = None,
+    start_score: float | None = None,
+) -> Search:
+    """Yields points to evaluate and receives each one's validation score (the start's too,
+    unless `start_score` is given)."""
+    seen = set() if seen is None else seen
+    seen.add(start.key())
+    best, best_score = start, (yield start) if start_score is None else start_score
     improved = True
     while improved:
         improved = False

@@ -16,6 +16,7 @@ from services.recommender.ranking.neighbours import EASE, ItemKNN, RP3beta
 
 MODELS: dict[str, type[Recommender]] = Recommender.registry
 load_model = Recommender.load
+from_description = Recommender.from_description
 
 __all__ = [
     "ALS",
@@ -30,6 +31,7 @@ __all__ = [
     "PureSVD",
     "RP3beta",
     "Recommender",
+    "from_description",
     "load_model",
     "recommend",
     "top_k",

@@ -36,8 +36,8 @@ from services.recommender.ranking.evaluate import (
 from services.recommender.ranking.grids import (
     DEFAULT_CANDIDATES,
     Point,
-    coordinate_search,
     fixed_points,
+    grid_then_refine,
     search_space,
     value_transforms,
 )
@@ -156,7 +156,7 @@ def train_and_select(
         searches = {
             n: fixed_points(grids[n])
             if grids and n in grids
-            else coordinate_search(*search_space(n, val.X_train, transforms))
+            else grid_then_refine(search_space(n, val.X_train, transforms))
             for n in names
         }
         tried: dict[str, list[tuple[Point, Metrics]]] = {n: [] for n in names}
