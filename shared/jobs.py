@@ -31,12 +31,14 @@ def _now() -> datetime:
 def new_job(
     session: Session,
     *,
-    tenant_id: str,
+    tenant_id: str | None,
     job_type: str,
     params: dict[str, Any] | None = None,
     content_id: str | None = None,
 ) -> Job:
-    """Add a queued job to the session (the caller commits it with the rows it belongs to)."""
+    """Add a queued job to the session (the caller commits it with the rows it belongs to).
+
+    ``tenant_id=None`` makes a system job (shared/bundled.py)."""
     jt = JOB_TYPES[job_type]
     job = Job(
         id=str(uuid.uuid4()),

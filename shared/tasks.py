@@ -34,6 +34,8 @@ JOB_TYPES: dict[str, JobType] = {
         JobType("train_recommender", "atelier.train_recommender", QUEUE_TRAINING),
         JobType("train_text_generator", "atelier.train_text_generator", QUEUE_TRAINING),
         JobType("train_image_generator", "atelier.train_image_generator", QUEUE_TRAINING),
+        # A system job (no tenant): the suite builds a bundled generator (shared/bundled.py).
+        JobType("build_bundled_model", "atelier.build_bundled_model", QUEUE_TRAINING),
         JobType("generate_text", "atelier.generate_text", QUEUE_GENERATION),
         JobType("generate_images", "atelier.generate_images", QUEUE_GENERATION),
     )

@@ -251,7 +251,11 @@ class Job(Base):
     __table_args__ = (Index("ix_jobs_status_published", "status", "published_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    # NULL for system jobs (building the bundled models: shared/bundled.py), as bundled models'
+    # rows in model_versions have no tenant either.
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     type: Mapped[str] = mapped_column(String(64))
     queue: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)

@@ -422,3 +422,16 @@ def test_interactions_from_csv_round_trip(tmp_path: Path) -> None:
     inter = Interactions.read_csv(tmp_path / "x.csv")
     assert len(inter) == 500
     assert inter.weight.sum() == pytest.approx(float(data.value.sum()))
+
+
+def test_ease_float32_cholesky_matches_the_float64_closed_form() -> None:
+    rng = np.random.default_rng(5)
+    X = sp.csr_matrix((rng.random((300, 80)) < 0.1).astype(np.float32))
+    model = EASE(lam=20.0).fit(X)
+    G = (X.T @ X).toarray().astype(np.float64) + 20.0 * np.eye(80)
+    P = np.linalg.inv(G)
+    B = P / -np.diag(P)
+    np.fill_diagonal(B, 0.0)
+    np.testing.assert_allclose(model.B, B, atol=1e-5)
+    # Not positive definite (lambda below zero): the general inverse takes over.
+    np.testing.assert_allclose(EASE(lam=-2.0).fit(sp.identity(3, format="csr")).B, 0.0)

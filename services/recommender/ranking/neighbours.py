@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from services.recommender.ranking.base import Recommender
 
@@ -48,12 +49,12 @@ class EASE(Recommender):
         else:
             self.items = np.arange(n_items)
         Xs = X[:, self.items]
-        G = (Xs.T @ Xs).toarray().astype(np.float64)
+        G = (Xs.T @ Xs).toarray().astype(np.float32)
         G[np.diag_indices_from(G)] += self.lam
-        P = np.linalg.inv(G)
-        B = P / (-np.diag(P))
-        B[np.diag_indices_from(B)] = 0.0
-        self.B = B.astype(np.float32)
+        P = _spd_inverse(G)
+        P /= -np.diag(P)
+        P[np.diag_indices_from(P)] = 0.0
+        self.B = P
 
     def _subset(self) -> bool:
         return len(self.items) != self.n_items
@@ -86,6 +87,20 @@ class EASE(Recommender):
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
         self.B = arrays["B"]
         self.items = arrays["items"]
+
+
+def _spd_inverse(G: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite float32 matrix by Cholesky (LAPACK potrf +
+    potri): about 4x faster than a float64 LU inverse at thousands of items, and the regulariser
+    on the diagonal keeps it well conditioned enough for float32."""
+    factor, info = lapack.spotrf(G, lower=1, clean=0, overwrite_a=0)
+    if info == 0:
+        inv, info = lapack.spotri(factor, lower=1, overwrite_c=1)
+    if info != 0:  # not positive definite after all (lambda <= 0): the general inverse
+        return np.linalg.inv(G.astype(np.float64)).astype(np.float32)
+    lower = np.tril(inv)
+    lower += np.tril(inv, -1).T
+    return lower
 
 
 class _SparseItemModel(Recommender):
