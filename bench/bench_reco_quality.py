@@ -96,14 +96,22 @@ def _interactions(data: Shaped) -> Interactions:
 class Suite:
     """`atelier run` on SQLite and a private Redis in a scratch directory."""
 
-    def __init__(self, var_dir: Path, port: int, reco_port: int) -> None:
+    def __init__(self, var_dir: Path, port: int, reco_port: int, built_models: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
         env.pop("REDIS_URL", None)
+        # The serving models (`make models-serving`) are linked in; recommender versions are
+        # written to the scratch directory only.
+        models = var_dir / "models"
+        models.mkdir()
+        for entry in built_models.iterdir() if built_models.is_dir() else ():
+            if entry.name != "recommender" and not entry.name.startswith("."):
+                (models / entry.name).symlink_to(entry.resolve())
         env.update(
             ATELIER_DATABASE_URL=f"sqlite:///{var_dir / 'atelier.db'}",
-            ATELIER_MODELS_DIR=str(var_dir / "models"),
+            ATELIER_MODELS_DIR=str(models),
             PYTHONUNBUFFERED="1",
         )
+        self.log_path = var_dir / "suite.log"
         self.env = env
         self.url = f"http://127.0.0.1:{port}"
         self.log = (var_dir / "suite.log").open("wb")
@@ -118,14 +126,14 @@ class Suite:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("the suite exited; see suite.log")
+                raise RuntimeError(f"the suite exited:\n{self.log_path.read_text()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError("the suite did not become ready")
+        raise RuntimeError(f"the suite is not ready:\n{self.log_path.read_text()[-3000:]}")
 
     def key(self, tenant: str) -> str:
         def cli(*args: str) -> str:
@@ -193,6 +201,11 @@ def _ndcg_through_api(
     return per_user, latencies
 
 
+def _chosen(metrics: dict[str, Any]) -> str:
+    chosen = [c for c in metrics.get("candidates", []) if c["name"] == metrics["selected"]]
+    return chosen[0]["label"] if chosen else str(metrics["selected"])
+
+
 def run_one(suite: Suite, ds: DataSet, budget_s: float | None) -> str:
     data = ds.load()
     inter = _interactions(data)
@@ -226,7 +239,7 @@ def run_one(suite: Suite, ds: DataSet, budget_s: float | None) -> str:
     lo, hi = bootstrap_ci(per_user)
     lines.append(
         f"through the API: NDCG@10 {api_ndcg:.4f} (95% CI {lo:.4f}-{hi:.4f}); selected "
-        f"{metrics['selected']} on {metrics.get('validation_users')} validation users; "
+        f"{_chosen(metrics)} on {metrics.get('validation_users')} validation users; "
         f"ingest {ingest_s:.1f} s, train job {train_s:.1f} s; request latency p50 "
         f"{np.percentile(latencies, 50):.1f} ms, p99 {np.percentile(latencies, 99):.1f} ms"
     )
@@ -249,10 +262,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sets", default=",".join(DATASETS))
     parser.add_argument("--budget-s", type=float, default=None, help="default: the product's")
     parser.add_argument("--port", type=int, default=18600)
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path(os.environ.get("ATELIER_MODELS_DIR", ROOT / "var" / "models")),
+        help="where `make models-serving` built the taggers the suite needs to start",
+    )
     args = parser.parse_args(argv)
     print(f"CPU: {cpu_model()}; {os.cpu_count()} logical CPUs")
     with tempfile.TemporaryDirectory(prefix="atelier-reco-bench-") as tmp:
-        suite = Suite(Path(tmp), args.port, args.port + 1)
+        suite = Suite(Path(tmp), args.port, args.port + 1, args.models_dir)
         try:
             suite.wait_ready()
             for name in args.sets.split(","):

@@ -435,3 +435,24 @@ def test_ease_float32_cholesky_matches_the_float64_closed_form() -> None:
     np.testing.assert_allclose(model.B, B, atol=1e-5)
     # Not positive definite (lambda below zero): the general inverse takes over.
     np.testing.assert_allclose(EASE(lam=-2.0).fit(sp.identity(3, format="csr")).B, 0.0)
+
+
+def test_per_user_split_does_not_depend_on_the_order_events_are_read_in() -> None:
+    data = generate(200, 80, 4000, seed=8).to_interactions()
+    ids_u, ids_i = np.array(data.user_ids), np.array(data.item_ids)
+    # Every event at one time: only the tie-break decides, and it must not follow row order.
+    flat = np.zeros(len(data))
+    perm = np.random.default_rng(1).permutation(len(data))
+    a = Interactions.from_arrays(ids_u[data.user_idx], ids_i[data.item_idx], data.weight, flat)
+    b = Interactions.from_arrays(
+        ids_u[data.user_idx][perm], ids_i[data.item_idx][perm], data.weight[perm], flat
+    )
+
+    def held(inter: Interactions) -> set[tuple[str, str]]:
+        t = per_user_split(inter, test_fraction=0.2, min_events=5, seed=3).test
+        return {
+            (inter.user_ids[u], inter.item_ids[i])
+            for u, i in zip(t.user_idx, t.item_idx, strict=True)
+        }
+
+    assert held(a) == held(b) and len(held(a)) > 100

@@ -16,6 +16,7 @@ collaborative model can rank them (cold items are the job of trending/content li
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -59,9 +60,8 @@ def per_user_split(
     if not 0.0 < test_fraction < 1.0:
         raise ValueError("test_fraction must be in (0, 1)")
     n = len(inter)
-    shuffle = np.random.default_rng(seed).permutation(n)
-    # Sort by user, then time, then the random tie-break (lexsort: last key is primary).
-    order = np.lexsort((shuffle, inter.timestamp, inter.user_idx))
+    # Sort by user, then time, then a seeded tie-break (lexsort: last key is primary).
+    order = np.lexsort((_tie_break(inter, seed), inter.timestamp, inter.user_idx))
     users = inter.user_idx[order]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if n else np.zeros(0, int)
     counts = np.diff(np.r_[starts, n])
@@ -74,6 +74,22 @@ def per_user_split(
     train = inter.subset(~is_test)
     cut = float(train.timestamp.max()) if len(train) else 0.0
     return Split(train=train, test=inter.subset(is_test), cut=cut)
+
+
+def _stable_hash(ids: list[str], seed: int) -> np.ndarray:
+    return np.array([zlib.crc32(f"{seed}:{x}".encode()) for x in ids], dtype=np.uint64)
+
+
+def _tie_break(inter: Interactions, seed: int) -> np.ndarray:
+    """A seeded pseudo-random key per event that depends on its user and item ids only, not
+    on the order the events were read in: the SQL store and a CSV file give the same split."""
+    mixed = _stable_hash(inter.user_ids, seed)[inter.user_idx] * np.uint64(0x9E3779B97F4A7C15)
+    mixed ^= _stable_hash(inter.item_ids, seed + 1)[inter.item_idx]
+    # splitmix64's finaliser spreads the combined bits.
+    mixed ^= mixed >> np.uint64(31)
+    mixed *= np.uint64(0xBF58476D1CE4E5B9)
+    mixed ^= mixed >> np.uint64(29)
+    return mixed
 
 
 @dataclass(frozen=True)
