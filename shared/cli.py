@@ -103,7 +103,13 @@ def run(
     var_dir: Annotated[Path, typer.Option(help="data directory")] = Path("var"),
     gateway_port: Annotated[int, typer.Option(envvar="ATELIER_GATEWAY_PORT")] = 8000,
     recommender_port: Annotated[int, typer.Option(envvar="ATELIER_RECOMMENDER_PORT")] = 8001,
-    build_models: Annotated[bool, typer.Option(help="build missing models first")] = True,
+    build_models: Annotated[
+        bool,
+        typer.Option(
+            help="build the missing models serving needs first, then the bundled generators "
+            "in the background"
+        ),
+    ] = True,
 ) -> None:
     """Run the whole suite on this machine (gateway, recommender, workers, beat)."""
     from shared.supervisor import Supervisor
@@ -115,6 +121,35 @@ def run(
         build_models=build_models,
     )
     sys.exit(sup.run())
+
+
+@app.command("status")
+def status() -> None:
+    """Active versions of the bundled models, and their builds under way with progress."""
+    from shared.bundled import GENERATORS, describe, pending_build
+    from shared.db.session import session_scope
+    from shared.inference.registry import active_version
+    from shared.supervisor import SERVING_MODELS
+
+    settings = _settings()
+    base = settings.models_dir
+    # Bundled models only: tenants' own ones are named `<base>__<tenant>` or `tagger_...`, and
+    # `recommender/` holds per-tenant directories.
+    extra = sorted(
+        d.name
+        for d in (base.iterdir() if base.is_dir() else [])
+        if d.is_dir() and "__" not in d.name and not d.name.startswith((".", "tagger_"))
+    )
+    names = [*SERVING_MODELS, *GENERATORS]
+    names += [n for n in extra if n not in names and active_version(base, n) is not None]
+    typer.echo(f"models in {base}:")
+    with session_scope(settings.sqlalchemy_url) as session:
+        for name in names:
+            typer.echo(f"  {name:<20} {active_version(base, name) or 'not built'}")
+        building = [j for j in (pending_build(session, m) for m in GENERATORS) if j is not None]
+        typer.echo("builds under way:" if building else "no builds under way")
+        for job in building:
+            typer.echo(f"  {describe(job)}  [job {job.id}]")
 
 
 @app.command("models")

@@ -1,8 +1,10 @@
 """`atelier run`: the whole suite on one machine, with embedded defaults.
 
-Starts (or reuses) Redis, migrates the database, builds missing models, then runs the gateway,
-the recommender, one Celery worker per queue and Celery beat as child processes. Ctrl-C (or
-SIGTERM) stops every child it started, then Redis if it started that too.
+Starts (or reuses) Redis, migrates the database, builds the missing models serving needs (the
+taggers, seconds), then runs the gateway, the recommender, one Celery worker per queue and Celery
+beat as child processes. The bundled generators, minutes of training each, are then built by the
+suite itself as jobs on the `training` queue (shared/bundled.py), their progress printed here.
+Ctrl-C (or SIGTERM) stops every child it started, then Redis if it started that too.
 """
 
 from __future__ import annotations
@@ -18,13 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
-from shared.config import CommonSettings
+from shared.bundled import GENERATORS, BuildWatcher, ensure_builds, missing
+from shared.config import CommonSettings, WorkerSettings
 from shared.db.migrate import upgrade
+from shared.db.session import session_scope
 from shared.inference.registry import active_version
 from shared.tasks import QUEUE_TAGGING, QUEUES
 
-SERVING_MODELS = ("image_tagger", "text_embedder", "text_generator", "image_generator")
+# Built before anything starts: tagging needs them and they take seconds. The generators
+# (shared.bundled.GENERATORS) take minutes and are built by the running suite instead.
+SERVING_MODELS = ("image_tagger", "text_embedder")
+# Seconds between two reads of the build jobs' progress.
+BUILD_POLL_S = 2.0
 
 
 def _say(msg: str) -> None:
@@ -74,6 +83,8 @@ class Supervisor:
     beat: bool = True
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     redis_proc: subprocess.Popen[bytes] | None = None
+    watcher: BuildWatcher | None = None
+    db_url: str = ""
 
     def start_redis(self, env: dict[str, str]) -> str:
         wanted = os.environ.get("ATELIER_REDIS_URL") or os.environ.get("REDIS_URL")
@@ -124,20 +135,25 @@ class Supervisor:
             env["ATELIER_REDIS_URL"] = redis_url
             env.pop("REDIS_URL", None)
             settings = CommonSettings(database_url=env["ATELIER_DATABASE_URL"], redis_url=redis_url)
+            self.db_url = settings.sqlalchemy_url
             _say("migrating the database")
             upgrade(settings.sqlalchemy_url)
             models_dir = Path(env["ATELIER_MODELS_DIR"])
-            missing = [m for m in SERVING_MODELS if active_version(models_dir, m) is None]
-            if missing and self.build_models:
-                _say(f"building missing models: {', '.join(missing)}")
+            unbuilt = [m for m in SERVING_MODELS if active_version(models_dir, m) is None]
+            if unbuilt and self.build_models:
+                _say(f"building the models serving needs: {', '.join(unbuilt)}")
                 subprocess.run(
                     [sys.executable, "-m", "workers.training.build", "--models-dir",
-                     str(models_dir), *[a for m in missing for a in ("--only", m)]],
+                     str(models_dir), *[a for m in unbuilt for a in ("--only", m)]],
                     env=env, check=True,
                 )  # fmt: skip
-            elif missing:
-                _say(f"models not built: {', '.join(missing)} (run `make models`)")
+            elif unbuilt:
+                _say(f"models not built: {', '.join(unbuilt)} (run `make models`)")
             self._start_services(env)
+            if self.build_models:
+                self._enqueue_builds(settings, models_dir)
+            elif generators := missing(models_dir):
+                _say(f"not built: {', '.join(generators)} (run `make models`)")
             _say(f"gateway: http://127.0.0.1:{self.gateway_port}  (API docs at /docs)")
             _say(
                 "get an API key: .venv/bin/atelier tenants create mysite && "
@@ -171,7 +187,8 @@ class Supervisor:
         for queue in QUEUES:
             self.spawn(
                 f"worker:{queue}",
-                [py, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue,
+                # --quiet: no banner; the console is for what a person needs to read.
+                [py, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "-Q", queue,
                  "-n", f"{queue}@%h", "-c", str(self.concurrency.get(queue, 1)),
                  "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
                 env,
@@ -179,7 +196,8 @@ class Supervisor:
         if self.beat:
             self.spawn(
                 "beat",
-                [py, "-m", "celery", "-A", "workers.celery_app", "beat", "--loglevel", "INFO",
+                [py, "-m", "celery", "-A", "workers.celery_app", "--quiet", "beat",
+                 "--loglevel", "INFO",
                  "-s", str(self.var_dir / "celerybeat-schedule")],
                 env,
             )  # fmt: skip
@@ -193,14 +211,46 @@ class Supervisor:
 
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
+        next_poll = 0.0
         while not stopping:
             for name, proc in self.procs:
                 if proc.poll() is not None:
                     _say(f"{name} exited with status {proc.returncode}; stopping the suite")
                     return 1
+            if self.watcher is not None and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + BUILD_POLL_S
+                self._poll_builds()
             time.sleep(0.5)
         _say("stopping")
         return 0
+
+    def _enqueue_builds(self, settings: CommonSettings, models_dir: Path) -> None:
+        """Queue a build for each bundled generator that does not exist yet (the training
+        worker just spawned takes them up once it is ready) and watch their progress."""
+        from shared.queue import create_celery
+
+        celery = create_celery(WorkerSettings(redis_url=settings.redis_url))
+        with session_scope(settings.sqlalchemy_url) as s:
+            jobs = ensure_builds(s, celery, models_dir, restart=True)
+        if not jobs:
+            return
+        names = " and the ".join(GENERATORS[m] for m in jobs)
+        _say(
+            f"building the {names} in the background (minutes); until ready, their endpoints "
+            "answer 503 model_not_ready. Progress: here, or `atelier status`"
+        )
+        self.watcher = BuildWatcher(job_ids=[j.id for j in jobs.values()], say=_say)
+
+    def _poll_builds(self) -> None:
+        assert self.watcher is not None
+        try:
+            with session_scope(self.db_url) as s:
+                self.watcher.poll(s)
+        except SQLAlchemyError as exc:
+            # A busy SQLite file or a database restart: the next poll tries again.
+            _say(f"could not read build progress ({type(exc).__name__}); retrying")
+        if self.watcher.done:
+            self.watcher = None
 
     def stop(self) -> None:
         for _, proc in self.procs:

@@ -37,7 +37,8 @@ def notify_job_finished(ctx: WorkerContext, job_id: str) -> int:
     """Queue one delivery per matching webhook; returns how many were queued."""
     with ctx.session() as s:
         job = s.get(Job, job_id)
-        if job is None:
+        # System jobs (bundled model builds) belong to no tenant, so to no tenant's webhooks.
+        if job is None or job.tenant_id is None:
             return 0
         hooks = s.scalars(
             select(Webhook).where(Webhook.tenant_id == job.tenant_id, Webhook.active.is_(True))

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from shared.db.models import ContentItem, Job, Tag, TagOrigin
@@ -41,8 +41,13 @@ def get_content_by_external_id(
     ).first()
 
 
-def get_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
-    job = session.scalars(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)).first()
+def get_job(session: Session, *, tenant_id: str, job_id: str, system: bool = False) -> Job:
+    """The tenant's job; with ``system=True`` also a system job (no tenant: a bundled model's
+    build, which holds no tenant data and which the generation endpoints' 503 points to)."""
+    owner: ColumnElement[bool] = Job.tenant_id == tenant_id
+    if system:
+        owner = or_(owner, Job.tenant_id.is_(None))
+    job = session.scalars(select(Job).where(Job.id == job_id, owner)).first()
     if job is None:
         raise ApiError(404, f"job {job_id} not found")
     return job

@@ -107,6 +107,9 @@ def pg_database() -> Iterator[str]:
 
 def _exercise(suite: Suite) -> None:
     suite.wait_ready()
+    # --no-build-models: the suite queues no background build (minutes of CPU) either.
+    status = suite.cli("status")
+    assert "image_tagger" in status and "no builds under way" in status, status
     suite.cli("tenants", "create", "e2e")
     key = suite.cli("keys", "create", "--tenant", "e2e", "--scopes", "read,write").split()[-1]
     headers = {"Authorization": f"Bearer {key}"}

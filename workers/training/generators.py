@@ -17,6 +17,7 @@ from celery import Task
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.config import worker_settings
 from shared.db.models import ContentItem, Job, ModelVersion, Tag, TagOrigin
 from shared.inference.manifest import Manifest
 from shared.inference.registry import next_version, set_active_version, tenant_model_name
@@ -196,11 +197,20 @@ def _image_embedder(ctx: WorkerContext) -> tuple[Any, str | None]:
     return tagger.embed, tagger.ref
 
 
-@app.task(name="atelier.train_text_generator", bind=True)
+# Without these, the app-wide task limit (task_time_limit_s: minutes, for tagging and
+# generation) would fail any training longer than five minutes, whatever its budget_s.
+_limit = worker_settings().training_time_limit_s
+
+
+@app.task(
+    name="atelier.train_text_generator", bind=True, soft_time_limit=_limit, time_limit=_limit + 60
+)
 def train_text_generator_task(self: Task, job_id: str) -> str | None:
     return run_task(self, job_id, train_text_generator_job)
 
 
-@app.task(name="atelier.train_image_generator", bind=True)
+@app.task(
+    name="atelier.train_image_generator", bind=True, soft_time_limit=_limit, time_limit=_limit + 60
+)
 def train_image_generator_task(self: Task, job_id: str) -> str | None:
     return run_task(self, job_id, train_image_generator_job)

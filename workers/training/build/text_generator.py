@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,30 +55,53 @@ def load_fortunes(files: tuple[str, ...] = FORTUNE_FILES, limit: int | None = No
     return texts[:limit] if limit else texts
 
 
-def build(models_dir: Path, *, force: bool = False, log: Callable[[str], None] = print) -> Path:
-    from workers.training.rnn import train_text_generator
+def build(
+    models_dir: Path,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    epochs: int | None = None,
+    budget_s: float | None = None,
+    limit: int | None = None,
+    config: Mapping[str, Any] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Train and publish ``text_generator/1`` unless it exists (or ``force``).
+
+    ``epochs``/``budget_s`` (default: ``ATELIER_TEXTGEN_EPOCHS`` or :data:`EPOCHS`), ``limit``
+    (first fortunes only) and ``config`` (:class:`RNNConfig` fields) make the tiny builds tests
+    run in seconds. ``progress`` receives the training events (else they are logged);
+    ``should_stop`` cancels, as in :func:`workers.training.rnn.train_text_generator`.
+    """
+    from workers.training.rnn import RNNConfig, train_text_generator
 
     target = models_dir / NAME / VERSION
     if (target / MANIFEST_NAME).is_file() and not force:
         bpc = read_manifest(target).metrics.get("val_bpc")
         log(f"{NAME}/{VERSION} is up to date (val_bpc {bpc})")
         return target
-    texts = load_fortunes()
+    texts = load_fortunes(limit=limit)
     log(f"{len(texts)} fortunes, {sum(len(t) for t in texts) / 1e6:.2f} M chars")
     t0 = time.perf_counter()
 
-    def progress(p: dict[str, Any]) -> None:
+    def log_progress(p: dict[str, Any]) -> None:
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()}
         log(f"[{time.perf_counter() - t0:6.0f}s] {shown}")
 
+    if epochs is None and budget_s is None:
+        epochs = int(os.environ.get("ATELIER_TEXTGEN_EPOCHS", EPOCHS))
     threads = int(os.environ.get("ATELIER_TRAIN_THREADS", "1"))
     train_text_generator(
         texts,
         models_dir,
         NAME,
         VERSION,
-        epochs=int(os.environ.get("ATELIER_TEXTGEN_EPOCHS", EPOCHS)),
-        progress=progress,
+        epochs=epochs,
+        budget_s=budget_s,
+        config=RNNConfig(**(config or {})),
+        progress=progress or log_progress,
+        should_stop=should_stop,
         checkpoint_dir=models_dir / ".checkpoints" / NAME,
         threads=threads,
         license=LICENSE,

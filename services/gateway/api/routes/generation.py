@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import CeleryDep, SessionDep, SettingsDep, WriterDep
+from shared.bundled import GENERATORS, build_jobs, pending_build, progress_details
 from shared.db.models import Job, JobStatus
 from shared.http import ApiError
 from shared.inference.base import ModelError
@@ -33,12 +34,35 @@ WaitParam = Annotated[
 ]
 
 
-def _check_model(settings: Any, base: str, tenant_id: str, version: str | None) -> None:
+def _check_model(
+    settings: Any, session: Session, base: str, tenant_id: str, version: str | None
+) -> None:
+    """Refuse early when nothing could serve the request.
+
+    An explicitly requested version that does not exist is a 404 ``model_unavailable``. No
+    version at all while the suite builds the bundled model is a 503 ``model_not_ready`` with
+    the build job's id and progress (any key may read that job); with no build under way it is
+    a 503 ``model_unavailable``, naming the last failed build if there is one.
+    """
     try:
         resolve_model(settings.models_dir, base, tenant_id, version)
     except ModelError as exc:
-        status = 404 if version is not None else 503
-        raise ApiError(status, str(exc), code="model_unavailable") from exc
+        if version is not None:
+            raise ApiError(404, str(exc), code="model_unavailable") from exc
+        building = pending_build(session, base)
+        if building is not None:
+            details = progress_details(building)
+            raise ApiError(
+                503,
+                f"the bundled {GENERATORS[base]} is still being built "
+                f"({int(details['progress'] * 100)}%); poll /v1/jobs/{building.id} or retry later",
+                code="model_not_ready",
+                details=details,
+                headers={"Retry-After": "30"},
+            ) from exc
+        failed = build_jobs(session, base, [JobStatus.failed])
+        details = {**progress_details(failed[0]), "error": failed[0].error} if failed else None
+        raise ApiError(503, str(exc), code="model_unavailable", details=details) from exc
 
 
 def _enqueue(
@@ -92,8 +116,10 @@ async def generate_text(
     """Draft text with the tenant's RNN (or the bundled one). Same seed + model = same text.
 
     Answers 200 with the texts when they are ready within ``wait`` seconds, else 202 with the
-    job id to poll. Runs on the `generation` queue, never behind training jobs."""
-    _check_model(settings, "text_generator", principal.tenant_id, body.model_version)
+    job id to poll. Runs on the `generation` queue, never behind training jobs. While the suite
+    is still building the bundled generator (first start), answers 503 `model_not_ready` with
+    the build job's id and progress."""
+    _check_model(settings, session, "text_generator", principal.tenant_id, body.model_version)
     job = _enqueue(
         session, celery, principal.tenant_id, "generate_text", body.model_dump(mode="json")
     )
@@ -113,7 +139,7 @@ async def generate_images(
 ) -> GenerationAccepted:
     """Generate ``n`` 64x64 images; each is stored as content of kind `generated` (PNG, with
     the seed and model version in its metadata) and auto-tagged like an upload."""
-    _check_model(settings, "image_generator", principal.tenant_id, body.model_version)
+    _check_model(settings, session, "image_generator", principal.tenant_id, body.model_version)
     params = {"mode": "sample", **body.model_dump(mode="json")}
     job = _enqueue(session, celery, principal.tenant_id, "generate_images", params)
     return await _answer(request, response, job, wait)
@@ -131,7 +157,7 @@ async def interpolate_images(
     wait: WaitParam = 0.0,
 ) -> GenerationAccepted:
     """A latent walk (spherical interpolation) from ``seed_a`` to ``seed_b`` in ``steps`` images."""
-    _check_model(settings, "image_generator", principal.tenant_id, body.model_version)
+    _check_model(settings, session, "image_generator", principal.tenant_id, body.model_version)
     params = {"mode": "interpolate", **body.model_dump(mode="json")}
     job = _enqueue(session, celery, principal.tenant_id, "generate_images", params)
     return await _answer(request, response, job, wait)

@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from services.gateway import crud
 from services.gateway.api.deps import ReaderDep, SessionDep, WriterDep
 from shared.db.models import Job
+from shared.http import ApiError
 from shared.jobs import FINAL_STATES
 from shared.schemas.jobs import JobPublic
 
@@ -18,8 +19,11 @@ def job_public(job: Job) -> JobPublic:
 @router.post("/jobs/{job_id}:cancel", response_model=JobPublic)
 def cancel_job(job_id: str, principal: WriterDep, session: SessionDep) -> JobPublic:
     """Ask a job to stop. Queued jobs never start; running training jobs stop at the next step
-    and keep their checkpoint. Cancelling a finished job changes nothing."""
-    job = crud.get_job(session, tenant_id=principal.tenant_id, job_id=job_id)
+    and keep their checkpoint. Cancelling a finished job changes nothing. System jobs (the
+    suite's builds of its bundled models) are shared by every tenant and cannot be cancelled."""
+    job = crud.get_job(session, tenant_id=principal.tenant_id, job_id=job_id, system=True)
+    if job.tenant_id is None:
+        raise ApiError(403, f"job {job_id} is a system job; it cannot be cancelled")
     if job.status not in FINAL_STATES:
         job.cancel_requested = True
         session.commit()
@@ -28,4 +32,6 @@ def cancel_job(job_id: str, principal: WriterDep, session: SessionDep) -> JobPub
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
 def read_job(job_id: str, principal: ReaderDep, session: SessionDep) -> JobPublic:
-    return job_public(crud.get_job(session, tenant_id=principal.tenant_id, job_id=job_id))
+    """A job of yours, or a system job (a bundled model's build: readable by every key)."""
+    job = crud.get_job(session, tenant_id=principal.tenant_id, job_id=job_id, system=True)
+    return job_public(job)
