@@ -36,6 +36,7 @@ from services.recommender.ranking.evaluate import (
 from services.recommender.ranking.grids import (
     DEFAULT_CANDIDATES,
     Point,
+    Search,
     fixed_points,
     grid_then_refine,
     search_space,
@@ -165,60 +166,12 @@ def train_and_select(
             else grid_then_refine(search_space(n, val.X_train, transforms))
             for n in names
         }
-        tried: dict[str, list[tuple[Point, Metrics]]] = {n: [] for n in names}
-        # Only each candidate's best fitted model is kept (EASE's can be hundreds of MB).
-        fitted: dict[str, Recommender] = {}
-        pending = {n: next(s) for n, s in searches.items()}
-        while pending and (time.monotonic() < deadline or not all(tried.values())):
-            for name in list(pending):
-                if tried[name] and time.monotonic() > deadline:
-                    continue
-                point = pending[name]
-                model = point.build()
-                t0 = time.perf_counter()
-                model.fit(val.X_train)
-                metrics = evaluate(model, val, fit_s=time.perf_counter() - t0)
-                if not tried[name] or metrics.ndcg > max(m.ndcg for _, m in tried[name]):
-                    fitted[name] = model
-                tried[name].append((point, metrics))
-                try:
-                    pending[name] = searches[name].send(metrics.ndcg)
-                except StopIteration:
-                    del pending[name]
-
-        reports: list[CandidateReport] = []
-        for name in names:
-            point, metrics = max(tried[name], key=lambda t: t[1].ndcg)
-            reports.append(
-                CandidateReport(
-                    name=name,
-                    label=point.label(),
-                    description=fitted[name].describe(),
-                    validation=metrics,
-                    cost=fitted[name].cost,
-                    tried=[(p.label(), m.ndcg) for p, m in tried[name]],
-                )
-            )
-        reports.sort(key=lambda r: -r.validation.ndcg)
+        reports, fitted = _search(searches, val, deadline)
         if blend and len(reports) >= 2:
-            members = [fitted[r.name] for r in reports[:MAX_BLEND_MEMBERS]]
-            cells = len(val.users) * val.n_items
-            step = 0.1 if cells <= FINE_BLEND_CELLS else 0.2
-            weights, metrics, grid_tried = tune_weights(members, val, step=step)
-            if sum(w > 0 for w in weights) > 1:
-                kept = [(w, m) for w, m in zip(weights, members, strict=True) if w > 0]
-                model = Blend.of([m for _, m in kept], [w for w, _ in kept])
-                reports.append(
-                    CandidateReport(
-                        name="blend",
-                        label="blend(" + "+".join(f"{w:.1f}*{m.name}" for w, m in kept) + ")",
-                        description=model.describe(),
-                        validation=metrics,
-                        cost=model.cost,
-                        tried=[(str(w), n) for w, n in grid_tried],
-                    )
-                )
-                fitted["blend"] = model
+            blended = _blend(reports, fitted, val)
+            if blended is not None:
+                reports.append(blended[0])
+                fitted["blend"] = blended[1]
         reports.append(pop_report)
         fitted["popularity"] = Popularity()
         tuning_s = time.monotonic() - start
@@ -234,6 +187,72 @@ def train_and_select(
         model = fitted[best.name].clone().fit(matrix.X)
         refit_s = time.perf_counter() - t0
     return Selection(model, fallback, matrix, best.name, reports, n_val, refit_s, tuning_s, notes)
+
+
+def _search(
+    searches: dict[str, Search], val: Holdout, deadline: float
+) -> tuple[list[CandidateReport], dict[str, Recommender]]:
+    """Round-robin over the candidates' searches until the deadline (each candidate is tried
+    at least once); returns each candidate's best, best first, and its fitted model."""
+    names = list(searches)
+    tried: dict[str, list[tuple[Point, Metrics]]] = {n: [] for n in names}
+    # Only each candidate's best fitted model is kept (EASE's can be hundreds of MB).
+    fitted: dict[str, Recommender] = {}
+    pending = {n: next(s) for n, s in searches.items()}
+    while pending and (time.monotonic() < deadline or not all(tried.values())):
+        for name in list(pending):
+            if tried[name] and time.monotonic() > deadline:
+                continue
+            point = pending[name]
+            model = point.build()
+            t0 = time.perf_counter()
+            model.fit(val.X_train)
+            metrics = evaluate(model, val, fit_s=time.perf_counter() - t0)
+            if not tried[name] or metrics.ndcg > max(m.ndcg for _, m in tried[name]):
+                fitted[name] = model
+            tried[name].append((point, metrics))
+            try:
+                pending[name] = searches[name].send(metrics.ndcg)
+            except StopIteration:
+                del pending[name]
+    reports = []
+    for name in names:
+        point, metrics = max(tried[name], key=lambda t: t[1].ndcg)
+        reports.append(
+            CandidateReport(
+                name=name,
+                label=point.label(),
+                description=fitted[name].describe(),
+                validation=metrics,
+                cost=fitted[name].cost,
+                tried=[(p.label(), m.ndcg) for p, m in tried[name]],
+            )
+        )
+    reports.sort(key=lambda r: -r.validation.ndcg)
+    return reports, fitted
+
+
+def _blend(
+    reports: list[CandidateReport], fitted: dict[str, Recommender], val: Holdout
+) -> tuple[CandidateReport, Blend] | None:
+    """A blend of the best candidates with weights tuned on validation; None when the best
+    weights give everything to one member."""
+    members = [fitted[r.name] for r in reports[:MAX_BLEND_MEMBERS]]
+    step = 0.1 if len(val.users) * val.n_items <= FINE_BLEND_CELLS else 0.2
+    weights, metrics, grid_tried = tune_weights(members, val, step=step)
+    if sum(w > 0 for w in weights) < 2:
+        return None
+    kept = [(w, m) for w, m in zip(weights, members, strict=True) if w > 0]
+    model = Blend.of([m for _, m in kept], [w for w, _ in kept])
+    report = CandidateReport(
+        name="blend",
+        label="blend(" + "+".join(f"{w:.1f}*{m.name}" for w, m in kept) + ")",
+        description=model.describe(),
+        validation=metrics,
+        cost=model.cost,
+        tried=[(str(w), n) for w, n in grid_tried],
+    )
+    return report, model
 
 
 def _report(name: str, point: Point, model: Recommender, val: Holdout) -> CandidateReport:
