@@ -35,6 +35,10 @@ GROUPLENS_MOVIELENS_LICENCE = (
     "GroupLens MovieLens licence: research use, no redistribution without permission, "
     "cite Harper & Konstan 2015 (ACM TiiS 5(4):19); never committed here."
 )
+AG_NEWS_LICENCE = (
+    "AG's News Topic Classification Dataset (Zhang, Zhao & LeCun, NIPS 2015, from A. Gulli's AG "
+    "corpus): for non-commercial research use, as its readme says; never committed here."
+)
 HETREC_LICENCE = (
     "HetRec 2011 Last.fm 2K (GroupLens, Cantador/Brusilovsky/Kuflik, RecSys 2011): "
     "non-commercial research use under Last.fm's terms; never committed here."
@@ -133,6 +137,29 @@ DATASETS: dict[str, DatasetSpec] = {
             original=(
                 "GroupLens HetRec 2011, hetrec2011-lastfm-2k.zip (member user_artists.dat) from "
                 "files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip"
+            ),
+        ),
+        DatasetSpec(
+            # Text classification, not interactions: the interaction fields do not apply (0);
+            # read it with load_ag_news().
+            name="ag_news",
+            filename="test.csv",
+            sha256="d2a2cef4dfeb21ca17b463fd15e9e5a639c05823d03efabb3d28a75bbfe8d915",
+            rows=7_600,
+            n_users=0,
+            n_items=0,
+            sep=",",
+            header=False,
+            has_timestamps=False,
+            values="class 1-4 (World, Sports, Business, Sci/Tech), title, description; 1,900 each",
+            licence=AG_NEWS_LICENCE,
+            source_repo="suuuch/TransformerClassification",
+            source_path="data/ag_news_csv/test.csv",
+            source_commit="0d9808e1978c8468b4f8f08a44c5be99d058aa7b",
+            original=(
+                "ag_news_csv.tar.gz (member ag_news_csv/test.csv) of Xiang Zhang's text "
+                "classification data sets (Character-level Convolutional Networks for Text "
+                "Classification, NIPS 2015)"
             ),
         ),
     )
@@ -236,6 +263,34 @@ def load(name: str | DatasetSpec) -> Loaded:
     """
     path = verify(name)
     return parse(_spec(name), path.read_bytes())
+
+
+AG_NEWS_CLASSES = ("world", "sports", "business", "sci/tech")
+
+
+def load_ag_news(name: str = "ag_news") -> tuple[list[str], NDArray[np.int64]]:
+    """(texts, labels 0-3 indexing AG_NEWS_CLASSES) of the verified AG News file, in file order.
+
+    A text is the title and the description joined by ". "; the file escapes newlines as a
+    backslash followed by "n" and some characters as HTML entities ("#36;" for "$"), which are
+    restored here.
+    """
+    import csv
+    import html
+    import io
+
+    spec = _spec(name)
+    rows = list(csv.reader(io.StringIO(verify(spec).read_text("utf-8"))))
+    if len(rows) != spec.rows or any(len(r) != 3 for r in rows):
+        raise DatasetError(f"{spec.name}: expected {spec.rows} rows of 3 fields")
+
+    def clean(s: str) -> str:
+        s = s.replace("\\n", " ").replace("\\", " ").replace(" #", " &#")
+        return " ".join(html.unescape(s).split())
+
+    texts = [f"{clean(title)}. {clean(body)}" for _, title, body in rows]
+    labels = np.asarray([int(c) - 1 for c, _, _ in rows], dtype=np.int64)
+    return texts, labels
 
 
 def status(spec: DatasetSpec) -> str:

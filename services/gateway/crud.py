@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from shared.db.models import ContentItem, Job, Tag, TagOrigin
 from shared.http import ApiError
-from shared.schemas.content import AssetPublic, ContentPublic, TagPublic
+from shared.schemas.content import AssetPublic, ContentPublic, TagLevel, TagPublic
 
 VISIBLE_ORIGINS = (TagOrigin.auto, TagOrigin.manual, TagOrigin.accepted)
 
@@ -54,7 +54,11 @@ def get_job(session: Session, *, tenant_id: str, job_id: str, system: bool = Fal
 
 
 def content_public(
-    item: ContentItem, *, min_score: float = 0.0, tag_limit: int | None = None
+    item: ContentItem,
+    *,
+    min_score: float = 0.0,
+    tag_limit: int | None = None,
+    level: TagLevel | None = None,
 ) -> ContentPublic:
     # One entry per tag name: a person's decision wins over a model, then the higher score.
     best: dict[str, Tag] = {}
@@ -66,7 +70,8 @@ def content_public(
         if cur is None or rank > (cur.origin != TagOrigin.auto, cur.score):
             best[t.name] = t
     tags = sorted(
-        (t for t in best.values() if t.score >= min_score), key=lambda t: (-t.score, t.name)
+        (t for t in best.values() if t.score >= min_score and (level is None or t.level == level)),
+        key=lambda t: (-t.score, t.name),
     )
     if tag_limit is not None:
         tags = tags[:tag_limit]
@@ -94,7 +99,8 @@ def content_public(
             if a.role in PUBLIC_ASSET_ROLES
         ],
         tags=[
-            TagPublic(name=t.name, score=t.score, source=t.source, origin=t.origin) for t in tags
+            TagPublic(name=t.name, score=t.score, source=t.source, origin=t.origin, level=t.level)
+            for t in tags
         ],
         created_at=item.created_at,
         updated_at=item.updated_at,

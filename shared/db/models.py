@@ -216,6 +216,8 @@ class Tag(Base):
     score: Mapped[float] = mapped_column(Float, default=1.0)
     source: Mapped[str] = mapped_column(String(200))  # model name:version, or "manual"
     origin: Mapped[str] = mapped_column(String(16), default=TagOrigin.auto)
+    # Image model tags only: "class" (the model's output) or "concept" (a WordNet parent).
+    level: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -323,6 +325,27 @@ class VocabularyEntry(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     descriptions: Mapped[list[Any]] = mapped_column(default=list)
+    # The facet (a VocabularyFacet name of the tenant) it competes in; NULL: an independent
+    # multi-label entry, as before facets existed.
+    facet: Mapped[str | None] = mapped_column(String(100), nullable=True, default=None)
+    # Its own cut on the calibrated probability (multi facets); NULL: the model's default.
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class VocabularyFacet(Base):
+    """A group of vocabulary entries: ``single`` (exactly one per item) or ``multi``."""
+
+    __tablename__ = "vocabulary_facets"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_vocabulary_facet_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    mode: Mapped[str] = mapped_column(String(16), default="multi")
+    # single only: answer nothing when the best entry's probability is under none_below.
+    allow_none: Mapped[bool] = mapped_column(Boolean, default=False)
+    none_below: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -351,6 +374,8 @@ class Tagger(Base):
     name: Mapped[str] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(16))  # image | text: the embedding space it reads
     labels: Mapped[list[Any]] = mapped_column(default=list)
+    # single: one label per item, always its best (softmax); multi: one-vs-rest, thresholded.
+    mode: Mapped[str] = mapped_column(String(16), default="multi", server_default="multi")
     # When the last successful training read its examples; newer examples or corrections make
     # the tagger due for scheduled retraining.
     trained_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

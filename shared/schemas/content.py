@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,10 @@ class ContentBatchCreate(BaseModel):
     items: list[ContentCreate] = Field(min_length=1)
 
 
+# Of an image model's tag: the model's own class, or a WordNet parent concept above classes.
+TagLevel = Literal["class", "concept"]
+
+
 class AssetPublic(BaseModel):
     role: str
     mime_type: str
@@ -38,6 +42,11 @@ class TagPublic(BaseModel):
     score: float
     source: str
     origin: str
+    level: TagLevel | None = Field(
+        default=None,
+        description='image model tags: "class" (the model\'s own class) or "concept" (a parent'
+        " concept over several classes); null for other tags",
+    )
 
 
 class ContentPublic(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Limits, documented in the API: a vocabulary is embedded per tagging job (cached per worker),
 # so it stays small enough to embed in well under a second on one core.
@@ -19,6 +19,9 @@ MAX_EXAMPLES_PER_REQUEST = 1000
 MIN_EXAMPLES_PER_LABEL = 3
 
 TaggerKind = Literal["image", "text"]
+# single: exactly one answer per item (a section, a category); multi: each independently.
+FacetMode = Literal["single", "multi"]
+MAX_FACETS = 50
 Space = Literal["image", "text"]
 
 
@@ -37,6 +40,24 @@ class VocabularyEntryIn(BaseModel):
         description="one-sentence descriptions or other phrasings; they make zero-shot "
         "tagging markedly more accurate than the bare name",
     )
+    facet: str | None = Field(
+        default=None,
+        max_length=MAX_TAG_NAME_CHARS,
+        description="the facet it belongs to (one of the request's facets); none: an "
+        "independent entry, tagged when its probability reaches its threshold",
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="its own cut on the calibrated probability (multi facets and entries "
+        "without a facet); default 0.5",
+    )
+
+    @field_validator("facet")
+    @classmethod
+    def _facet(cls, v: str | None) -> str | None:
+        return normalise_tag(v) or None if v is not None else None
 
     @field_validator("name")
     @classmethod
@@ -57,12 +78,52 @@ class VocabularyEntryIn(BaseModel):
         return out
 
 
+class FacetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=MAX_TAG_NAME_CHARS)
+    mode: FacetMode = "multi"
+    allow_none: bool = Field(
+        default=False,
+        description="single facets only: answer nothing when the best entry's probability "
+        "is under none_below (otherwise a single facet always answers its best entry)",
+    )
+    none_below: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        v = normalise_tag(v)
+        if not v:
+            raise ValueError("name is blank")
+        return v
+
+
+class VocabularyIn(BaseModel):
+    """The object form of ``PUT /v1/vocabulary``: facets and the entries that use them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    facets: list[FacetIn] = Field(default_factory=list, max_length=MAX_FACETS)
+    entries: list[VocabularyEntryIn] = Field(max_length=MAX_VOCABULARY_ENTRIES)
+
+
+class FacetPublic(BaseModel):
+    name: str
+    mode: FacetMode
+    allow_none: bool
+    none_below: float | None
+
+
 class VocabularyEntryPublic(BaseModel):
     name: str
     descriptions: list[str]
+    facet: str | None = None
+    threshold: float | None = None
 
 
 class Vocabulary(BaseModel):
+    facets: list[FacetPublic] = Field(default_factory=list)
     entries: list[VocabularyEntryPublic]
 
 
@@ -87,6 +148,11 @@ class TaggerCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     kind: TaggerKind
     labels: list[str] = Field(min_length=1, max_length=MAX_TAGGER_LABELS)
+    mode: FacetMode = Field(
+        default="multi",
+        description="single: every item gets exactly its best label, with its probability "
+        "(a softmax classifier); multi: each label independently at 0.5 (one-vs-rest)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -105,6 +171,12 @@ class TaggerCreate(BaseModel):
         if len(set(out)) != len(out):
             raise ValueError("labels repeat (compared lower-case)")
         return out
+
+    @model_validator(mode="after")
+    def _single_needs_choices(self) -> TaggerCreate:
+        if self.mode == "single" and len(self.labels) < 2:
+            raise ValueError("a single-label tagger needs at least 2 labels to choose from")
+        return self
 
 
 class TaggerExampleIn(BaseModel):
@@ -135,6 +207,7 @@ class TaggerPublic(BaseModel):
     name: str
     kind: TaggerKind
     labels: list[str]
+    mode: FacetMode = "multi"
     model: str = Field(description="the registry name of its model versions")
     active_version: str | None
     examples_per_label: dict[str, int] = Field(

@@ -140,7 +140,7 @@ def test_manual_accept_reject_survive_retagging(client: TestClient, stack: Stack
     _upload_image(client, key, data.chelsea(), external_id="cat-1")  # re-tag the same item
     tags = {t["name"]: t["origin"] for t in _tags(client, key, cid)}
     assert "cat" not in tags and "office mascot" not in tags
-    assert tags["animal"] == "accepted" and "feline" in tags
+    assert tags["animal"] == "accepted" and "domestic cat" in tags
 
 
 def test_similar_returns_the_near_duplicate_first(client: TestClient, stack: Stack) -> None:
@@ -275,3 +275,46 @@ def test_tenant_tagger_trains_serves_and_rolls_back(client: TestClient, stack: S
     assert tid not in due()
     client.post(f"/v1/content/{again}/tags/recipes:reject", headers=auth(key))
     assert tid in due()
+
+
+def test_single_facet_tags_every_text_with_exactly_one_entry(
+    client: TestClient, stack: Stack
+) -> None:
+    _, key = stack.new_key()
+    body = {
+        "facets": [{"name": "Section", "mode": "single"}],
+        "entries": [
+            {"name": "cooking", "facet": "section", "descriptions": ["recipes and baking"]},
+            {"name": "travel", "facet": "section", "descriptions": ["trips, flights, hotels"]},
+            # No facet: independent, at its own threshold, exactly as before facets.
+            {"name": "finance", "descriptions": ["banks, shares and interest rates"]},
+            {"name": "kitchen", "descriptions": ["ovens, pans and cooking"], "threshold": 0.99},
+        ],
+    }
+    r = client.put("/v1/vocabulary", headers=auth(key), json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["facets"] == [
+        {"name": "section", "mode": "single", "allow_none": False, "none_below": None}
+    ]
+    entries = {e["name"]: e for e in r.json()["entries"]}
+    assert entries["cooking"]["facet"] == "section" and entries["finance"]["facet"] is None
+    assert entries["kitchen"]["threshold"] == 0.99
+    bad = client.put(
+        "/v1/vocabulary", headers=auth(key), json={"entries": [{"name": "a", "facet": "nope"}]}
+    )
+    assert bad.status_code == 422 and "nope" in bad.json()["error"]["message"]
+
+    texts = [*RECIPES[:4], *TRAVEL[:4], "Shares fell after the bank raised interest rates.", "ok"]
+    ids = _upload_texts(client, key, texts)
+    for cid, text in zip(ids, texts, strict=True):
+        tags = {t["name"]: t for t in _tags(client, key, cid)}
+        section = [n for n in ("cooking", "travel") if n in tags]
+        assert len(section) == 1, (text, tags)  # even "ok" and the finance text get one
+        assert 0.0 < tags[section[0]]["score"] <= 1.0
+        assert "kitchen" not in tags  # its own 0.99 threshold
+    for cid in ids[:4]:
+        assert "cooking" in tag_names({"tags": _tags(client, key, cid)})
+    for cid in ids[4:8]:
+        assert "travel" in tag_names({"tags": _tags(client, key, cid)})
+    assert "finance" in tag_names({"tags": _tags(client, key, ids[8])})
+    assert "finance" not in tag_names({"tags": _tags(client, key, ids[0])})

@@ -68,11 +68,13 @@ def test_data_dir_from_env_and_default(data_dir: Path, monkeypatch: pytest.Monke
 
 
 def test_registry_is_complete() -> None:
-    assert set(DATASETS) == {"ml-100k", "ml-latest-small", "lastfm-2k"}
+    assert set(DATASETS) == {"ml-100k", "ml-latest-small", "lastfm-2k", "ag_news"}
     for spec in DATASETS.values():
         assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
         assert len(spec.source_commit) == 40
-        assert spec.licence and "grouplens" in spec.original.lower()
+        assert spec.licence
+        if spec.name != "ag_news":
+            assert "grouplens" in spec.original.lower()
     assert not DATASETS["lastfm-2k"].has_timestamps
 
 
@@ -247,6 +249,11 @@ def test_real_file_if_present(name: str) -> None:
     spec = DATASETS[name]
     if not path_for(spec).is_file():
         pytest.skip(f"{name} not in {datasets.data_dir()} (python -m bench.datasets check)")
+    if name == "ag_news":  # text classification, not interactions
+        texts, labels = datasets.load_ag_news()
+        assert len(texts) == spec.rows and np.bincount(labels).tolist() == [1900] * 4
+        assert not any("#36;" in t or "\\" in t for t in texts)
+        return
     users, items, values, timestamps = load(name)
     assert len(users) == len(items) == len(values) == spec.rows
     assert len(np.unique(users)) == spec.n_users and len(np.unique(items)) == spec.n_items

@@ -13,6 +13,7 @@ from PIL import Image
 
 from shared.inference.base import ModelError
 from shared.inference.registry import ModelRegistry
+from workers.tagging.concepts import CURATED, MIN_GAIN
 from workers.tagging.image import ImageTagger, ImageTags
 from workers.training.build import image_tagger as builder
 
@@ -98,7 +99,8 @@ def test_coffee_photo_gets_espresso_or_cup(tagger: ImageTagger, coffee: Image.Im
 
 
 def test_parent_concept_sums_its_classes(tagger: ImageTagger, chelsea: Image.Image) -> None:
-    labels = dict(tagger.predict([chelsea], top_k=50, min_score=0.0)[0].labels)
+    # every_concept: "mammal" only repeats "cat" here, so a served tag list leaves it out.
+    labels = dict(tagger.predict([chelsea], top_k=50, min_score=0.0, every_concept=True)[0].labels)
     cats = labels.get("tabby", 0) + labels.get("tiger cat", 0) + labels.get("egyptian cat", 0)
     assert labels["domestic cat"] >= cats - 1e-5
     assert labels["animal"] >= labels["mammal"] >= labels["cat"]
@@ -213,8 +215,27 @@ def test_undecodable_image_is_bad_input(tagger: ImageTagger, chelsea: Image.Imag
 def test_concept_names(tagger: ImageTagger) -> None:
     concepts = tagger.concept_names()
     assert len(concepts) == len(set(concepts)) > 1000
-    assert {"tabby", "cat", "feline", "mammal", "animal", "espresso", "coffee"} <= set(concepts)
+    assert {"tabby", "cat", "feline", "mammal", "animal", "espresso", "beverage"} <= set(concepts)
     assert not {"entity", "physical entity", "object", "whole"} & set(concepts)
+    # Single-child links ("coffee" covers only "espresso") and abstract nodes are not tags.
+    assert not {"coffee", "kernel", "grain", "shape", "round shape", "flavorer"} & set(concepts)
+
+
+@pytest.mark.parametrize("photo", ["chelsea", "coffee", "astronaut", "rocket", "camera", "moon"])
+def test_one_tag_per_concept_on_real_photos(tagger: ImageTagger, photo: str) -> None:
+    """No parent in a photo's tags repeats a tag below it, unless it is a curated one."""
+    image = Image.fromarray(getattr(skdata, photo)())
+    (tags,) = tagger.predict([image], top_k=50, min_score=0.02)
+    members = {n: set(tagger._plan.members[j]) for j, n in enumerate(tagger._plan.names)}
+    scores = dict(tags.labels)
+    assert tags.levels.keys() == scores.keys()
+    for a, level in tags.levels.items():
+        assert level == ("class" if a in tagger.class_names else "concept")
+        for b in scores:
+            if b != a:
+                assert members[a] != members[b]
+            if members[b] < members[a] and a not in CURATED:
+                assert scores[a] - scores[b] >= MIN_GAIN, (photo, a, b)
 
 
 def test_int8_copy_serves_and_records_its_accuracy(

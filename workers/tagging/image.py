@@ -1,22 +1,25 @@
 """Image tagging: EfficientNet-Lite0 ImageNet classes plus their WordNet parent concepts.
 
 A photo of a tabby gets the fine class ("tabby") and the broader tags a CMS vocabulary is more
-likely to hold ("cat", "mammal", "animal"); a parent concept scores the summed probability of
-the classes under it. The pooled 1280-d feature is returned as an L2-normalised embedding for
-similarity search and for the generator's quality metric.
+likely to hold ("domestic cat", "cat", "animal"); a parent concept scores the summed probability
+of the classes under it, and is a tag only when it says something its children do not
+(``workers/tagging/concepts.py``: one tag per concept, each with its ``level``). The pooled
+1280-d feature is returned as an L2-normalised embedding for similarity search and for the
+generator's quality metric.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from shared.inference.base import InferenceModel, ModelError
+from workers.tagging.concepts import Level, plan_tags, select
 
 MODEL_FILE = "model.onnx"
 TAXONOMY_FILE = "taxonomy.json"
@@ -32,6 +35,9 @@ _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 class ImageTags:
     labels: list[tuple[str, float]]  # fine classes and parent concepts, best first
     embedding: np.ndarray  # (1280,) float32, L2-normalised
+    # "class" (a model output) or "concept" (a WordNet parent), by label name. Kept beside the
+    # (name, score) pairs, which callers such as the image vocabulary read as pairs.
+    levels: dict[str, Level] = field(default_factory=dict)
 
 
 def _to_rgb_or_l(image: Image.Image) -> Image.Image:
@@ -153,27 +159,23 @@ class ImageTagger(InferenceModel):
         if len(classes) != n_classes:
             raise ModelError(f"{self.ref}: {len(classes)} class names for {n_classes} logits")
         self.class_names: list[str] = [c["name"] for c in classes]
-        # Tag j covers class i when it is class i's name or one of its ancestors. Each class has
-        # a handful of tags, so a gather + reduceat over the flattened member lists scores all
-        # ~1700 tags in microseconds, where a dense (1000 x tags) matmul costs milliseconds.
-        index: dict[str, int] = {}
-        members: list[list[int]] = []
-        for i, c in enumerate(classes):
-            for name in (c["name"], *c["ancestors"]):
-                j = index.setdefault(name, len(index))
-                if j == len(members):
-                    members.append([])
-                members[j].append(i)
-        self._tag_names = list(index)
+        # Abstract nodes and single-child links are left out here, once; the rest are judged
+        # per photo in ``_labels``. A gather + reduceat over the flattened member lists scores
+        # all tags in microseconds, where a dense (1000 x tags) matmul costs milliseconds.
+        self._plan = plan_tags(classes)
+        members = self._plan.members
+        self._tag_names = self._plan.names
+        index = {n: j for j, n in enumerate(self._tag_names)}
         self._class_tag = np.array([index[n] for n in self.class_names], dtype=np.int64)
         self._member_flat = np.array([i for rows in members for i in rows], dtype=np.int64)
-        breadth = np.array([len(rows) for rows in members], dtype=np.int64)
+        breadth = self._plan.breadth
         self._member_starts = np.concatenate([[0], np.cumsum(breadth)[:-1]])
         # Among equal scores the tag covering fewer classes is the more specific, so it leads.
         self._tag_breadth = breadth
 
     def concept_names(self) -> list[str]:
-        """Every tag this model can output: the 1000 class names and their parent concepts."""
+        """Every tag this model can output: the 1000 class names and the parent concepts that
+        are neither abstract nor a single-child link."""
         return list(self._tag_names)
 
     def preprocess(self, image: Image.Image, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -220,8 +222,17 @@ class ImageTagger(InferenceModel):
         top_k: int = 10,
         min_score: float = 0.05,
         max_batch: int | None = None,
+        every_concept: bool = False,
     ) -> list[ImageTags]:
-        return self._predict(images, top_k=top_k, min_score=min_score, max_batch=max_batch)
+        """Tags per image, best first. ``every_concept`` skips the per-photo rule and returns
+        every candidate parent with its summed score (for measuring, not for serving)."""
+        return self._predict(
+            images,
+            top_k=top_k,
+            min_score=min_score,
+            max_batch=max_batch,
+            every_concept=every_concept,
+        )
 
     def _predict(
         self,
@@ -230,6 +241,7 @@ class ImageTagger(InferenceModel):
         top_k: int = 10,
         min_score: float = 0.05,
         max_batch: int | None = None,
+        every_concept: bool = False,
     ) -> list[ImageTags]:
         results: list[ImageTags] = []
         for pixels in self._batches(images, max_batch):
@@ -239,19 +251,32 @@ class ImageTagger(InferenceModel):
             np.minimum(scores, 1.0, out=scores)
             embedding = l2_normalise(embedding)
             for row, prob, emb in zip(scores, probs, embedding, strict=True):
-                results.append(ImageTags(self._labels(row, prob, top_k, min_score), emb))
+                labels = self._labels(row, prob, top_k, min_score, every_concept)
+                levels = {name: self._plan.levels[j] for name, j in labels}
+                results.append(
+                    ImageTags([(name, float(row[j])) for name, j in labels], emb, levels)
+                )
         return results
 
     def _labels(
-        self, scores: np.ndarray, probs: np.ndarray, top_k: int, min_score: float
-    ) -> list[tuple[str, float]]:
-        keep = np.flatnonzero(scores >= min_score)
+        self,
+        scores: np.ndarray,
+        probs: np.ndarray,
+        top_k: int,
+        min_score: float,
+        every_concept: bool = False,
+    ) -> list[tuple[str, int]]:
+        """(name, tag index) of the labels to return, best first."""
+        keep = np.flatnonzero(scores >= min_score).tolist()
         # The best fine class always comes back, so an uncertain photo still gets one label.
         best = int(self._class_tag[int(np.argmax(probs))])
         if best not in keep:
-            keep = np.append(keep, best)
-        order = sorted(keep.tolist(), key=lambda j: (-scores[j], self._tag_breadth[j]))
-        return [(self._tag_names[j], float(scores[j])) for j in order[: max(1, top_k)]]
+            keep.append(best)
+        if not every_concept:
+            # Before top_k: a parent that repeats its child must not take another tag's place.
+            keep = select(self._plan, scores, keep)
+        order = sorted(keep, key=lambda j: (-scores[j], self._tag_breadth[j]))
+        return [(self._tag_names[j], j) for j in order[: max(1, top_k)]]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +38,14 @@ from shared.storage import (
     put_remembered,
 )
 from workers.context import WorkerContext
+from workers.tagging.facets import (
+    FacetedVocabulary,
+    image_vocabulary_tags,
+    load_faceted_vocabulary,
+    text_vocabulary_tags,
+)
 
 log = logging.getLogger(__name__)
-
-IMAGE_LABEL_TEMPLATE = "a photo of {}"
-IMAGE_VOCAB_TOP_LABELS = 5
-IMAGE_VOCAB_SLOPE = 20.0
-IMAGE_VOCAB_MIDPOINT = 0.4
-
-_LABEL_CACHE: weakref.WeakKeyDictionary[Any, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -337,9 +335,12 @@ def replace_auto_tags_many(
     rows: Sequence[tuple[ContentItem, list[tuple[str, float]]]],
     *,
     source: str,
+    levels: Sequence[Mapping[str, str]] | None = None,
 ) -> int:
     """Replace this source's automatic tags on many items; never re-add a tag a person
-    rejected or set. Three statements for the whole batch, whatever its size."""
+    rejected or set. Three statements for the whole batch, whatever its size.
+
+    ``levels`` (one mapping per row, by tag name) is the image model's "class"/"concept"."""
     if not rows:
         return 0
     ids = [item.id for item, _ in rows]
@@ -357,13 +358,17 @@ def replace_auto_tags_many(
         human.setdefault(cid, set()).add(name)
     values = []
     now = utcnow()
-    for item, tags in rows:
+    for k, (item, tags) in enumerate(rows):
         best: dict[str, float] = {}
+        level: dict[str, str] = {}
         kept = human.get(item.id, set())
-        for name, score in tags:
-            name = name.strip().lower()[:200]
+        row_levels = levels[k] if levels is not None else {}
+        for raw, score in tags:
+            name = raw.strip().lower()[:200]
             if name and name not in kept:
                 best[name] = max(best.get(name, 0.0), float(score))
+                if raw in row_levels:
+                    level[name] = row_levels[raw]
         values += [
             {
                 "id": new_id(),
@@ -373,6 +378,7 @@ def replace_auto_tags_many(
                 "score": round(score, 6),
                 "source": source,
                 "origin": TagOrigin.auto,
+                "level": level.get(name),
                 "created_at": now,
                 "updated_at": now,
             }
@@ -425,7 +431,8 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
     with_image = [p for p in prepared if p.image is not None]
     with_text = [p for p in prepared if p.text]
     tenant_id = items[0].tenant_id if items else ""
-    vocabulary = load_vocabulary(session, tenant_id) if items else []
+    # Entries, their facets and thresholds (workers/tagging/facets.py).
+    vocabulary = load_faceted_vocabulary(session, tenant_id) if items else None
     # Rows in the same order as with_image / with_text, for the tenant's own taggers.
     vectors: dict[str, np.ndarray] = {}
 
@@ -439,7 +446,7 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
             from workers.tagging.text import TextEmbedder
 
             embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
-            vocab_tags = _image_vocabulary(embedder, [r.labels for r in results], vocabulary)
+            vocab_tags = image_vocabulary_tags(embedder, [r.labels for r in results], vocabulary)
         vectors["image"] = _store_outputs(
             session,
             summary,
@@ -448,18 +455,26 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
             [r.embedding for r in results],
             space="image",
             source=tagger.ref,
+            levels=[r.levels for r in results],
         )
 
     if with_text:
         from workers.tagging.text import TextEmbedder
 
         embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
-        results = embedder.tag_texts([p.text for p in with_text], vocabulary or None)
+        results = embedder.tag_texts([p.text for p in with_text], None)
+        vocab_text = text_vocabulary_tags(
+            embedder,
+            session,
+            tenant_id,
+            np.stack([r.embedding for r in results]),
+            vocabulary or FacetedVocabulary([]),
+        )
         vectors["text"] = _store_outputs(
             session,
             summary,
             with_text,
-            [list(r.keyphrases) + list(r.vocabulary_tags) for r in results],
+            [list(r.keyphrases) + v for r, v in zip(results, vocab_text, strict=True)],
             [r.embedding for r in results],
             space="text",
             source=embedder.ref,
@@ -490,12 +505,13 @@ def _store_outputs(
     *,
     space: str,
     source: str,
+    levels: Sequence[Mapping[str, str]] | None = None,
 ) -> np.ndarray:
     """One model's tags and embeddings for ``rows`` (all in the same order); the embeddings
     come back stacked, for the tenant's own taggers."""
     items = [p.item for p in rows]
     summary["tags"] += replace_auto_tags_many(
-        session, list(zip(items, tags, strict=True)), source=source
+        session, list(zip(items, tags, strict=True)), source=source, levels=levels
     )
     store_embeddings(session, list(zip(items, embeddings, strict=True)), space=space, model=source)
     summary["models"].append(source)
@@ -526,54 +542,3 @@ def _apply_tenant_taggers(
     if applied.errors:
         summary["tagger_errors"] = applied.errors
     return added
-
-
-def _image_vocabulary(
-    embedder: Any, labels_per_image: list[list[tuple[str, float]]], vocabulary: list[Any]
-) -> list[list[tuple[str, float]]]:
-    """Vocabulary tags for images, through their labels: zero-shot on "a photo of <label>".
-
-    Each of an image's top labels is embedded with the text model and compared with the
-    vocabulary prototypes; a vocabulary tag scores max over labels of (label score x match
-    probability). The text model's own calibration was fitted on sentences, and on two-word
-    label phrases it fires on nearly everything (e.g. "carnivore" -> a food tag at 0.99), so the
-    match probability here uses its own sigmoid, set on scikit-image photos against a six-topic
-    vocabulary: a right match sits at cosine 0.45-0.7, a wrong one at 0.05-0.37.
-    """
-    protos = embedder.prototypes(vocabulary)
-    if not protos.names:
-        return [[] for _ in labels_per_image]
-    top = [labels[:IMAGE_VOCAB_TOP_LABELS] for labels in labels_per_image]
-    unique = sorted({name for labels in top for name, _ in labels})
-    if not unique:
-        return [[] for _ in labels_per_image]
-    emb = _label_embeddings(embedder, unique)
-    z = IMAGE_VOCAB_SLOPE * (emb @ protos.matrix.T - IMAGE_VOCAB_MIDPOINT)
-    match = 1.0 / (1.0 + np.exp(-z))
-    row = {name: i for i, name in enumerate(unique)}
-    threshold = embedder.default_threshold
-    out: list[list[tuple[str, float]]] = []
-    for labels in top:
-        if not labels:
-            out.append([])
-            continue
-        idx = np.array([row[name] for name, _ in labels])
-        scores = np.array([score for _, score in labels], dtype=np.float32)
-        best = (scores[:, None] * match[idx]).max(axis=0)
-        order = np.argsort(-best, kind="stable")
-        out.append([(protos.names[j], float(best[j])) for j in order if best[j] >= threshold])
-    return out
-
-
-def _label_embeddings(embedder: Any, labels: list[str]) -> np.ndarray:
-    """Embeddings of "a photo of <label>", cached per loaded text model.
-
-    Image labels come from a fixed set of a few thousand names, so after warm-up an image costs
-    no text-model run; the cache goes away with the model object when a new version loads.
-    """
-    cache = _LABEL_CACHE.setdefault(embedder, {})
-    missing = [name for name in labels if name not in cache]
-    if missing:
-        vecs = embedder.embed([IMAGE_LABEL_TEMPLATE.format(name) for name in missing])
-        cache.update(zip(missing, vecs, strict=True))
-    return np.stack([cache[name] for name in labels])

@@ -1,9 +1,11 @@
 """Tenant taggers at serving time: a tenant's own classifiers over stored embeddings.
 
-A tenant tagger is a scikit-learn one-vs-rest logistic regression exported to ONNX by
-``workers.training.taggers``; its manifest names the labels, the embedding space it reads
-(``image`` or ``text``) and the vector size. Each is published as ``tagger_<id>/<version>``, so the
-registry's ACTIVE pointer (re-read every few seconds) switches versions without a restart.
+A tenant tagger is a scikit-learn logistic regression (``multi``: one-vs-rest, each label at
+its threshold; ``single``: softmax, every item gets its best label with its probability)
+exported to ONNX by ``workers.training.taggers``; its manifest names the labels, the embedding
+space it reads (``image`` or ``text``), the vector size and the mode. Each is published as
+``tagger_<id>/<version>``, so the registry's ACTIVE pointer (re-read every few seconds)
+switches versions without a restart.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class TenantTagger(InferenceModel):
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{self.ref}: manifest lacks labels/space/dim ({exc})") from exc
         self.threshold = float(extra.get("threshold", DEFAULT_THRESHOLD))
+        # Versions trained before facets existed are one-vs-rest: multi.
+        self.mode = str(extra.get("mode", "multi"))
         self._session = self.session(MODEL_FILE)
         self._input = self._session.get_inputs()[0].name
         probe = self.probabilities(np.zeros((1, self.dim), dtype=np.float32))
@@ -83,8 +87,12 @@ class TenantTagger(InferenceModel):
         if len(embeddings) == 0:
             return []
         cut = self.threshold if min_score is None else min_score
+        probs = self.probabilities(embeddings)
+        if self.mode == "single" and min_score is None:
+            best = probs.argmax(axis=1)
+            return [[(self.labels[j], float(row[j]))] for row, j in zip(probs, best, strict=True)]
         out = []
-        for row in self.probabilities(embeddings):
+        for row in probs:
             order = np.argsort(-row, kind="stable")
             out.append([(self.labels[j], float(row[j])) for j in order if row[j] >= cut])
         return out

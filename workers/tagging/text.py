@@ -21,7 +21,6 @@ more tags pass a lower one.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -33,12 +32,18 @@ from tokenizers import Tokenizer
 
 from shared.inference.base import InferenceModel, ModelError
 
+# Candidate extraction lives in keyphrases.py; re-exported for callers that import it from here.
+from workers.tagging.keyphrases import STOPWORDS, keyphrase_candidates  # noqa: F401
+
 MAX_TOKENS = 256
 EMBEDDING_DIM = 384
 CHUNK_STRIDE = 32
 MAX_DOCUMENT_CHUNKS = 8
 DEFAULT_THRESHOLD = 0.5
 MAX_KEYPHRASE_CANDIDATES = 256
+# Two candidates this close in MiniLM space say the same thing ("merger deal"/"merger
+# agreement"); MMR never picks the second.
+NEAR_DUPLICATE_COSINE = 0.9
 PROTOTYPE_CACHE_SIZE = 32
 # plan_batches' cost model, in token-times, as bench/bench_text_tagger.py fits it for this model
 # on one thread: ~6 ms per run against ~0.34 ms per token (~18 tokens); past ~1,024 padded
@@ -49,25 +54,6 @@ CALIBRATION_KEY = "zero_shot_calibration"
 # Used only if a manifest lacks a fitted calibration (hand-built model dirs); roughly what the
 # builder fits for MiniLM-L6 on its built-in set.
 FALLBACK_CALIBRATION = {"slope": 25.0, "intercept": -4.8}
-
-STOPWORDS = frozenset(
-    # A word list reads better as text than as 170 quoted items.
-    """a about above after again against all also am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each either else
-    etc even ever every few for from further get gets got had has have having he her here hers
-    herself him himself his how however i if in into is it its itself just least less let like
-    many may me might more most much must my myself neither no nor not now of off often on
-    once one only or other our ours ourselves out over own per rather same shall she should
-    since so some such than that the their theirs them themselves then there these they this
-    those though through thus to too under until up upon us very via was we well were what
-    whatever when where whether which while who whom whose why will with within without would
-    yet you your yours yourself yourselves""".split()  # noqa: SIM905
-)
-# Phrases never span these; inside a clause, words are letters/digits joined by ' or -.
-_CLAUSE_BREAK = re.compile(
-    '[.,;:!?()\\[\\]{}"\u201c\u201d\u00ab\u00bb\u2026/|\n\r\t]+|\\s[-\u2013\u2014]+\\s'
-)
-_WORD = re.compile("[^\\W_](?:[\\w'\u2019-]*[^\\W_])?")
 
 
 def load_tokenizer(path: Path, *, max_tokens: int = MAX_TOKENS) -> Tokenizer:
@@ -177,40 +163,19 @@ class TextTags:
     vocabulary_tags: list[tuple[str, float]]
 
 
-def keyphrase_candidates(text: str, *, limit: int = MAX_KEYPHRASE_CANDIDATES) -> list[str]:
-    """1-3-word phrases within a clause, not starting or ending with a stopword.
-
-    Deduplicated case-insensitively; when there are more than ``limit`` the most frequent are
-    kept (ties: first seen), which bounds the embedding cost for long documents.
-    """
-    counts: dict[str, int] = {}
-    surface: dict[str, str] = {}
-    for clause in _CLAUSE_BREAK.split(text):
-        words = _WORD.findall(clause)
-        lower = [w.lower() for w in words]
-        for n in (1, 2, 3):
-            for i in range(len(words) - n + 1):
-                first, last = lower[i], lower[i + n - 1]
-                if first in STOPWORDS or last in STOPWORDS:
-                    continue
-                if len(first) < 2 or len(last) < 2 or first.isdigit() or last.isdigit():
-                    continue
-                key = " ".join(lower[i : i + n])
-                if key not in counts:
-                    surface[key] = " ".join(words[i : i + n])
-                counts[key] = counts.get(key, 0) + 1
-    # dicts keep first-seen order, and sorted() is stable.
-    keys = sorted(counts, key=lambda k: -counts[k])[:limit] if len(counts) > limit else counts
-    return [surface[k] for k in keys]
-
-
 def mmr(
-    doc: np.ndarray, candidates: np.ndarray, *, top_n: int, diversity: float
+    doc: np.ndarray,
+    candidates: np.ndarray,
+    *,
+    top_n: int,
+    diversity: float,
+    near_duplicate: float = NEAR_DUPLICATE_COSINE,
 ) -> list[tuple[int, float]]:
     """Maximal marginal relevance: indices and their similarity to ``doc``, best first.
 
     ``diversity`` 0 ranks by similarity only; 1 picks each next phrase as unlike the chosen ones
-    as possible.
+    as possible. A candidate whose cosine to a chosen one reaches ``near_duplicate`` is never
+    picked: MMR only discounts it, and with few candidates it would still come back.
     """
     if len(candidates) == 0 or top_n <= 0:
         return []
@@ -221,6 +186,11 @@ def mmr(
     while remaining and len(chosen) < top_n:
         rest = np.fromiter(remaining, dtype=np.int64)
         redundancy = pairwise[np.ix_(rest, chosen)].max(axis=1)
+        keep = redundancy < near_duplicate
+        if not keep.any():
+            break
+        rest, redundancy = rest[keep], redundancy[keep]
+        remaining = set(rest.tolist())
         score = (1 - diversity) * relevance[rest] - diversity * redundancy
         best = int(rest[score.argmax()])
         chosen.append(best)
@@ -324,7 +294,7 @@ class TextEmbedder(InferenceModel):
         # most of a tagging job's model work, and the documents of one batch share many of them
         # ("data set", a brand, a city): on scikit-learn's dataset descriptions, 64 texts had
         # ~1,400 candidates but only ~1,000 distinct ones, so each distinct phrase runs once.
-        per_doc = [keyphrase_candidates(t) for t in texts]
+        per_doc = [keyphrase_candidates(t, limit=MAX_KEYPHRASE_CANDIDATES) for t in texts]
         unique = list(dict.fromkeys(p for phrases in per_doc for p in phrases))
         row = {p: i for i, p in enumerate(unique)}
         emb = self.embed(unique)

@@ -3,8 +3,14 @@
 Examples come from three places: explicit ``POST /v1/taggers/{id}/examples`` rows, tags a person
 added or accepted (positives) and tags a person rejected (negatives), for the tagger's labels
 only. An item positive for no label of the tagger is a negative for all of them (one-vs-rest).
-The classifier is a one-vs-rest ``LogisticRegression`` with balanced class weights; its
-cross-validated metrics (``cross_val_predict``) go into the job result and the model manifest.
+The classifier of a ``multi`` tagger is a one-vs-rest ``LogisticRegression`` with balanced
+class weights, read at a 0.5 threshold; a ``single`` tagger is one multinomial (softmax)
+``LogisticRegression`` over the items with exactly one label, and serves its best label with its
+probability. One-vs-rest binary models each see one positive class against the rest, and their
+independent probabilities often all fall under 0.5 on an item: on AG News that abstained on
+1-14% of texts and lost 0.6-6 points to a plain softmax regression at 16-1,024 examples per label
+(bench/bench_tag_facets.py). Its cross-validated metrics (``cross_val_predict``) go into the
+job result and the model manifest.
 The model is exported with skl2onnx, checked against scikit-learn, published atomically as
 ``tagger_<id>/<n>`` and made active, which every worker picks up within seconds.
 """
@@ -164,15 +170,43 @@ def _target(y: np.ndarray) -> np.ndarray:
     return y[:, 0] if y.shape[1] == 1 else y
 
 
-def _estimator() -> Any:
+def _estimator(mode: str = "multi") -> Any:
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
+    if mode == "single":
+        # C=1 (the default) was the best of 1-100 at every size on AG News; more C overfits.
+        return LogisticRegression(class_weight="balanced", max_iter=2000)
     return OneVsRestClassifier(LogisticRegression(class_weight="balanced", max_iter=2000))
 
 
-def fit_and_evaluate(ts: TrainingSet, *, seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """Cross-validated metrics, then the model fitted on everything."""
+def single_label_rows(ts: TrainingSet) -> TrainingSet:
+    """The items with exactly one positive label: what a softmax classifier can learn from.
+
+    An item positive for none (only rejections) or for several says nothing about which one
+    label it is; they are left out.
+    """
+    keep = ts.y.sum(axis=1) == 1
+    y = ts.y[keep]
+    return TrainingSet(
+        labels=ts.labels,
+        content_ids=[c for c, k in zip(ts.content_ids, keep, strict=True) if k],
+        x=ts.x[keep],
+        y=y,
+        embedding_model=ts.embedding_model,
+        without_embedding=ts.without_embedding,
+        per_label={
+            label: {"positives": int(y[:, j].sum()), "negatives": int(len(y) - y[:, j].sum())}
+            for j, label in enumerate(ts.labels)
+        },
+    )
+
+
+def fit_and_evaluate(
+    ts: TrainingSet, *, seed: int = 0, mode: str = "multi"
+) -> tuple[Any, dict[str, Any]]:
+    """Cross-validated metrics, then the model fitted on everything (``ts`` of a single
+    tagger: :func:`single_label_rows`)."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits
@@ -183,17 +217,22 @@ def fit_and_evaluate(ts: TrainingSet, *, seed: int = 0) -> tuple[Any, dict[str, 
     # Stratify on each item's first label (or "none") so every fold sees every label.
     strata = np.where(ts.y.any(axis=1), ts.y.argmax(axis=1), n_labels)
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    target = _target(ts.y)
+    single = mode == "single"
+    target = ts.y.argmax(axis=1) if single else _target(ts.y)
     # Two BLAS threads on a shared 2-core machine made a fit 49x slower (NOTES.md).
     with threadpool_limits(1), warnings.catch_warnings():
         # A fold may lack a label entirely; scikit-learn then predicts a constant and says so.
         warnings.simplefilter("ignore")
         proba = cross_val_predict(
-            _estimator(), ts.x, target, cv=cv.split(ts.x, strata), method="predict_proba"
+            _estimator(mode), ts.x, target, cv=cv.split(ts.x, strata), method="predict_proba"
         )
-        model = _estimator().fit(ts.x, target)
+        model = _estimator(mode).fit(ts.x, target)
     proba = label_probabilities(np.asarray(proba), n_labels)
-    pred = (proba >= THRESHOLD).astype(np.int64)
+    if single:
+        # Its answer: the best label, whatever its probability.
+        pred = np.eye(n_labels, dtype=np.int64)[proba.argmax(axis=1)]
+    else:
+        pred = (proba >= THRESHOLD).astype(np.int64)
     precision, recall, f1, _ = precision_recall_fscore_support(
         ts.y, pred, average=None, zero_division=0, labels=list(range(n_labels))
     )
@@ -204,7 +243,9 @@ def fit_and_evaluate(ts: TrainingSet, *, seed: int = 0) -> tuple[Any, dict[str, 
     metrics = {
         "examples": len(ts.content_ids),
         "folds": folds,
-        "threshold": THRESHOLD,
+        "mode": mode,
+        "threshold": None if single else THRESHOLD,
+        "abstained": round(float((pred.sum(axis=1) == 0).mean()), 4) if len(pred) else 0.0,
         # Every label of an item right (exact set match) at the threshold.
         "accuracy": round(float(accuracy_score(ts.y, pred)), 4),
         "macro_f1": round(float(f1_score(ts.y, pred, average="macro", zero_division=0)), 4),
@@ -261,10 +302,13 @@ def train_tagger(
     """Train, publish and activate a new version of ``tagger``; returns what the job reports."""
     started = datetime.now(UTC)
     ts = gather_examples(session, tagger)
+    mode = tagger.mode or "multi"
+    if mode == "single":
+        ts = single_label_rows(ts)
     check_enough(ts, tagger.id)
     if job_id and report_progress(session, job_id, 0.2):
         raise JobCancelled("cancelled before fitting")
-    model, metrics = fit_and_evaluate(ts)
+    model, metrics = fit_and_evaluate(ts, mode=mode)
     if job_id and report_progress(session, job_id, 0.7, metrics=metrics):
         raise JobCancelled("cancelled before publishing")
     data = export_onnx(model, ts)
@@ -287,6 +331,7 @@ def train_tagger(
                     "labels": ts.labels,
                     "space": tagger.kind,
                     "dim": int(ts.x.shape[1]),
+                    "mode": mode,
                     "threshold": THRESHOLD,
                     "embedding_model": ts.embedding_model,
                     "tagger_id": tagger.id,

@@ -11,6 +11,10 @@ rerun this only to change the pruning rules below::
 
 Only the ordered list of 1000 wnids is read from the timm wheel (never imported: it does not load
 next to our torch); names and hypernyms come from WordNet itself.
+
+Which of these parents a photo's tags show is decided when serving, by
+``workers/tagging/concepts.py`` (abstract nodes, single-child links, the curated list: see
+``docs/image-tags.md``), so models built from an older file get the same tags.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import json
 import zipfile
 from collections import Counter
 from pathlib import Path
+
+from workers.tagging.concepts import NEVER_TAGS
 
 SYNSETS_IN_WHEEL = "timm/data/_info/imagenet_synsets.txt"
 DEFAULT_WORDNET = Path("/usr/share/wordnet/data.noun")
@@ -48,7 +54,8 @@ _DROP_TEXT = """
     drug; drug of abuse; heavier-than-air craft; spermatophyte; angiosperm; vascular plant;
     cypriniform fish; self-propelled vehicle; starches; runner; defensive structure
     """
-DROP = frozenset(s.strip() for s in _DROP_TEXT.split(";"))
+# Serving never shows NEVER_TAGS either; leaving them out of the file keeps it to what can show.
+DROP = frozenset(s.strip() for s in _DROP_TEXT.split(";")) | NEVER_TAGS
 
 # The first lemma collides for three pairs of classes; give each a distinct, readable tag.
 NAME_OVERRIDES = {

@@ -39,6 +39,7 @@ from shared.schemas.content import (
     ContentCreate,
     ContentPage,
     ContentPublic,
+    TagLevel,
 )
 from shared.storage import (
     BlobSource,
@@ -498,6 +499,12 @@ async def _parse_batch(request: Request, settings: GatewaySettings) -> list[Inco
     raise ApiError(415, "send application/json or multipart/form-data")
 
 
+LEVEL_HELP = (
+    'only image model tags of this level: "class" for the model\'s specific classes, "concept"'
+    " for parent concepts"
+)
+
+
 @router.get("/content/{content_id}", response_model=ContentPublic)
 def read_content(
     content_id: str,
@@ -505,9 +512,10 @@ def read_content(
     session: SessionDep,
     min_score: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="max tags")] = None,
+    level: Annotated[TagLevel | None, Query(description=LEVEL_HELP)] = None,
 ) -> ContentPublic:
     item = crud.get_content(session, tenant_id=principal.tenant_id, content_id=content_id)
-    return crud.content_public(item, min_score=min_score, tag_limit=limit)
+    return crud.content_public(item, min_score=min_score, tag_limit=limit, level=level)
 
 
 @router.get("/content", response_model=ContentPage)
@@ -519,6 +527,7 @@ def list_content(
     kind: ContentKind | None = None,
     tag: str | None = None,
     min_score: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
+    level: Annotated[TagLevel | None, Query(description=LEVEL_HELP)] = None,
 ) -> ContentPage:
     items, next_cursor = crud.list_content(
         session,
@@ -529,7 +538,7 @@ def list_content(
         tag=tag,
     )
     return ContentPage(
-        items=[crud.content_public(i, min_score=min_score) for i in items],
+        items=[crud.content_public(i, min_score=min_score, level=level) for i in items],
         next_cursor=next_cursor,
     )
 

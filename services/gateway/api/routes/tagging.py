@@ -19,6 +19,7 @@ from services.gateway.api.deps import (
     SimilarIndexDep,
     WriterDep,
 )
+from services.gateway.vocabulary import VOCABULARY_EXAMPLE, read_vocabulary, replace_vocabulary
 from shared.db.models import (
     ContentItem,
     ContentStatus,
@@ -28,7 +29,6 @@ from shared.db.models import (
     Tagger,
     TaggerExample,
     TagOrigin,
-    VocabularyEntry,
 )
 from shared.http import ApiError
 from shared.inference.manifest import list_versions
@@ -51,7 +51,7 @@ from shared.schemas.tagging import (
     TrainAccepted,
     Vocabulary,
     VocabularyEntryIn,
-    VocabularyEntryPublic,
+    VocabularyIn,
     normalise_tag,
 )
 
@@ -64,52 +64,32 @@ HUMAN_ORIGINS = (TagOrigin.manual, TagOrigin.accepted)
 # --- vocabulary --------------------------------------------------------------------------------
 
 
-def _vocabulary(session: Session, tenant_id: str) -> Vocabulary:
-    rows = session.scalars(
-        select(VocabularyEntry)
-        .where(VocabularyEntry.tenant_id == tenant_id)
-        .order_by(VocabularyEntry.name)
-    ).all()
-    return Vocabulary(
-        entries=[
-            VocabularyEntryPublic(name=r.name, descriptions=list(r.descriptions or []))
-            for r in rows
-        ]
-    )
-
-
 @router.put("/vocabulary", response_model=Vocabulary, summary="Replace the tenant's vocabulary")
 def put_vocabulary(
-    entries: Annotated[list[VocabularyEntryIn], Body(max_length=MAX_VOCABULARY_ENTRIES)],
+    body: Annotated[list[VocabularyEntryIn] | VocabularyIn, Body(examples=[VOCABULARY_EXAMPLE])],
     principal: WriterDep,
     session: SessionDep,
 ) -> Vocabulary:
-    """The tags you want zero-shot on text and images: ``[{"name", "descriptions": [...]}]``.
+    """The tags you want zero-shot on text and images: ``[{"name", "descriptions": [...]}]``,
+    or ``{"facets": [...], "entries": [...]}`` to group entries into facets (docs/facets.md).
 
     At most 500 entries; names 1-100 characters, unique (compared lower-case, stored
     lower-case); up to 10 descriptions of up to 300 characters each. A one-sentence
-    description ("cats, dogs and other animals") tags far better than a bare name. The new
-    vocabulary applies to content tagged from now on; re-upload with ``?on_conflict=update`` to
-    re-tag existing items. An empty list removes the vocabulary.
+    description ("cats, dogs and other animals") tags far better than a bare name. An entry
+    without a facet is tagged when its calibrated probability reaches its ``threshold``
+    (default 0.5). A ``single`` facet gives every item exactly one of its entries, the best,
+    with its probability (nothing only with ``allow_none``); a ``multi`` facet each entry at or
+    above its threshold. The new vocabulary applies to content tagged from now on; re-upload
+    with ``?on_conflict=update`` to re-tag existing items. An empty list removes the vocabulary.
     """
-    names = [e.name for e in entries]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ApiError(422, f"vocabulary names repeat: {', '.join(repeated)}")
-    session.execute(delete(VocabularyEntry).where(VocabularyEntry.tenant_id == principal.tenant_id))
-    for e in entries:
-        session.add(
-            VocabularyEntry(
-                tenant_id=principal.tenant_id, name=e.name, descriptions=list(e.descriptions)
-            )
-        )
-    session.commit()
-    return _vocabulary(session, principal.tenant_id)
+    if isinstance(body, list) and len(body) > MAX_VOCABULARY_ENTRIES:
+        raise ApiError(422, f"at most {MAX_VOCABULARY_ENTRIES} vocabulary entries")
+    return replace_vocabulary(session, principal.tenant_id, body)
 
 
 @router.get("/vocabulary", response_model=Vocabulary)
 def get_vocabulary(principal: ReaderDep, session: SessionDep) -> Vocabulary:
-    return _vocabulary(session, principal.tenant_id)
+    return read_vocabulary(session, principal.tenant_id)
 
 
 # --- tag review --------------------------------------------------------------------------------
@@ -353,6 +333,7 @@ def _tagger_public(session: Session, tagger: Tagger) -> TaggerPublic:
         name=tagger.name,
         kind=tagger.kind,  # type: ignore[arg-type]
         labels=list(tagger.labels),
+        mode=tagger.mode,  # type: ignore[arg-type]
         model=_model_name(tagger.id),
         active_version=active.version if active else None,
         examples_per_label=example_counts(session, tagger),
@@ -369,7 +350,11 @@ def create_tagger(
     """A classifier of your own over image or text embeddings, with a fixed label set
     (1-100 labels, stored lower-case). Give it examples, then train it."""
     tagger = Tagger(
-        tenant_id=principal.tenant_id, name=body.name, kind=body.kind, labels=body.labels
+        tenant_id=principal.tenant_id,
+        name=body.name,
+        kind=body.kind,
+        labels=body.labels,
+        mode=body.mode,
     )
     session.add(tagger)
     try:
