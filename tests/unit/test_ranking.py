@@ -26,7 +26,7 @@ from services.recommender.ranking.evaluate import (
     per_user_split,
     time_split,
 )
-from services.recommender.ranking.grids import Point
+from services.recommender.ranking.grids import Point, search_space
 from services.recommender.ranking.models import (
     ALS,
     BPR,
@@ -456,3 +456,12 @@ def test_per_user_split_does_not_depend_on_the_order_events_are_read_in() -> Non
         }
 
     assert held(a) == held(b) and len(held(a)) > 100
+
+
+def test_als_search_caps_factors_on_large_catalogues() -> None:
+    # Serving reads every item's factors per request: a large catalogue keeps them few.
+    small = search_space("als", sp.csr_matrix((10, 1_000), dtype=np.float32), ("raw",))
+    large = search_space("als", sp.csr_matrix((10, 40_000), dtype=np.float32), ("raw",))
+    assert max(small.axes["factors"]) == 512
+    assert max(large.axes["factors"]) == 64
+    assert all(p.params["factors"] <= 64 for p in large.grid)

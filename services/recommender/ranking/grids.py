@@ -148,9 +148,17 @@ def search_space(name: str, X: sp.csr_matrix, transforms: tuple[str, ...]) -> Sp
         }
         return Space(grid, axes)
     if name == "als":
-        prior = {"factors": 128, "regularization": 10.0, "alpha": 1.0, "iterations": 15}
+        # Every request reads the whole item-factor matrix (items x factors floats): on large
+        # catalogues that read is most of the request, so the factor count is capped there.
+        ladder = [f for f in (32, 64, 128, 256, 512) if f <= _max_factors(X.shape[1])]
+        prior = {
+            "factors": min(128, ladder[-1]),
+            "regularization": 10.0,
+            "alpha": 1.0,
+            "iterations": 15,
+        }
         coarse = {
-            "factors": (64, 128, 256),
+            "factors": tuple(f for f in (64, 128, 256) if f in ladder),
             "regularization": (0.1, 1.0, 10.0, 50.0),
             "alpha": (1.0, 10.0),
         }
@@ -162,7 +170,7 @@ def search_space(name: str, X: sp.csr_matrix, transforms: tuple[str, ...]) -> Sp
         axes = {
             "regularization": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0),
             "alpha": (0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
-            "factors": (32, 64, 128, 256, 512),
+            "factors": tuple(ladder),
         }
         return Space(grid, axes)
     if name == "itemknn":
@@ -241,6 +249,14 @@ def fixed_points(points: Sequence[Point]) -> Search:
     """Evaluate a given list of points in order (tests, explicit grids)."""
     for p in points:  # noqa: UP028 - `yield from` a list iterator cannot receive `send`
         yield p
+
+
+# Above this many items ALS keeps at most 64 factors (a 64-factor matrix of 30k items is 7.7 MB).
+LARGE_CATALOGUE_ITEMS = 30_000
+
+
+def _max_factors(n_items: int) -> int:
+    return 64 if n_items > LARGE_CATALOGUE_ITEMS else 512
 
 
 def _mean_item_mass(X: sp.csr_matrix) -> float:
