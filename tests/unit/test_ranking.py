@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from bench.synthetic_interactions import bursty, counts_no_time, generate
-from services.recommender.ranking.blend import tune_weights
+from services.recommender.ranking.blend import scaled, tune_weights
 from services.recommender.ranking.data import (
     SECONDS_PER_DAY,
     Event,
@@ -465,3 +465,18 @@ def test_als_search_caps_factors_on_large_catalogues() -> None:
     assert max(small.axes["factors"]) == 512
     assert max(large.axes["factors"]) == 64
     assert all(p.params["factors"] <= 64 for p in large.grid)
+
+
+def test_blend_scaling_ranks_like_per_user_z_scores() -> None:
+    rng = np.random.default_rng(9)
+    a = rng.normal(3.0, 2.0, (4, 50)).astype(np.float32)
+    b = rng.normal(-1.0, 0.1, (4, 50)).astype(np.float32)
+    b[:, :10] = -np.inf  # items a member cannot score take the user's lowest score
+    filled = np.where(np.isfinite(b), b, b[:, 10:].min(axis=1, keepdims=True))
+
+    def z(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
+
+    reference = 0.6 * z(a) + 0.4 * z(filled)
+    ours = 0.6 * scaled(a) + 0.4 * scaled(b)
+    np.testing.assert_array_equal(np.argsort(-ours, axis=1), np.argsort(-reference, axis=1))

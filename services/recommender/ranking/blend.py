@@ -1,8 +1,10 @@
 """A weighted blend of fitted recommenders, and the search for its weights on validation.
 
 Members' scores live on different scales (EASE weights, random-walk probabilities, factor dot
-products), so each member's scores are standardised per user before they are weighted; items a
-member cannot score (EASE outside its modelled items) take that user's lowest score.
+products), so each member's scores are divided by their standard deviation per user before they
+are weighted; items a member cannot score (EASE outside its modelled items) take that user's
+lowest score. Subtracting each member's mean as well (a z-score) would add one constant per user
+and change no ranking, so serving skips it: it is two fewer passes over every item per request.
 """
 
 from __future__ import annotations
@@ -21,18 +23,21 @@ from services.recommender.ranking.base import Recommender
 from services.recommender.ranking.evaluate import Holdout, Metrics, evaluate_variants
 
 
-def standardise(scores: np.ndarray) -> np.ndarray:
-    """Per-row z-scores; non-finite entries become the row's lowest finite score."""
-    scores = np.array(scores, dtype=np.float32, copy=True)
-    finite = np.isfinite(scores)
-    if not finite.all():
+def scaled(scores: np.ndarray) -> np.ndarray:
+    """Scores divided by their per-row standard deviation (non-finite ones first set to the
+    row's lowest finite score). A new array; `scores` is left as it is."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if not np.isfinite(scores).all():
+        finite = np.isfinite(scores)
         low = np.where(finite, scores, np.inf).min(axis=1, keepdims=True)
         low[~np.isfinite(low)] = 0.0
         scores = np.where(finite, scores, low)
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True)
-    std[std == 0] = 1.0
-    return (scores - mean) / std
+    n = scores.shape[1]
+    total = scores.sum(axis=1, dtype=np.float64)
+    squares = np.einsum("ij,ij->i", scores, scores, dtype=np.float64)
+    var = np.maximum(squares / n - (total / n) ** 2, 0.0)
+    inv = np.where(var > 0, 1.0 / np.sqrt(var), 1.0).astype(np.float32)
+    return scores * inv[:, None]
 
 
 class Blend(Recommender):
@@ -71,14 +76,14 @@ class Blend(Recommender):
         total = np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
         for w, m in zip(self.weights, self.members, strict=True):
             if w:
-                total += w * standardise(m.score_users(rows))
+                total += w * scaled(m.score_users(rows))
         return total
 
     def _item_similarities(self, item_idx: int) -> np.ndarray:
         total = np.zeros(self.n_items, dtype=np.float32)
         for w, m in zip(self.weights, self.members, strict=True):
             if w:
-                total += w * standardise(m._item_similarities(item_idx)[None, :])[0]
+                total += w * scaled(m._item_similarities(item_idx)[None, :])[0]
         return total
 
     def pair_similarity(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -127,7 +132,7 @@ def tune_weights(
     grid = weight_grid(len(members), step)
 
     def variants(rows: sp.csr_matrix) -> Iterator[np.ndarray]:
-        parts = [standardise(m.score_users(rows)) for m in members]
+        parts = [scaled(m.score_users(rows)) for m in members]
         for weights in grid:
             total = np.zeros_like(parts[0])
             for w, s in zip(weights, parts, strict=True):
