@@ -8,6 +8,7 @@ exponential backoff and jitter; anything else fails the job with a readable mess
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.db.models import Job, JobStatus
 from shared.inference.base import ModelError
-from shared.jobs import claim, finish
+from shared.jobs import cancel_requested, claim, finish
 from workers.context import WorkerContext, get_context
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,23 @@ Handler = Callable[[WorkerContext, Any, Job], dict[str, Any]]
 
 MAX_RETRIES = 5
 TRANSIENT = (sqlalchemy.exc.OperationalError, redis.exceptions.ConnectionError, ConnectionError)
+
+
+def cancel_poller(ctx: WorkerContext, job_id: str, every_s: float = 2.0) -> Callable[[], bool]:
+    """A `should_stop` for training loops: reads the job's cancel flag at most every `every_s`
+    (it is called before every step, and a query per step would cost more than the step)."""
+    last_check = [0.0]
+    cancelled = [False]
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if not cancelled[0] and now - last_check[0] >= every_s:
+            last_check[0] = now
+            with ctx.session() as s:
+                cancelled[0] = cancel_requested(s, job_id)
+        return cancelled[0]
+
+    return should_stop
 
 
 class JobFailed(Exception):

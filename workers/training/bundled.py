@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +19,11 @@ from shared.bundled import BUILD_JOB, GENERATORS
 from shared.config import worker_settings
 from shared.db.models import Job
 from shared.inference.manifest import read_manifest
-from shared.jobs import cancel_requested, report_progress
+from shared.jobs import report_progress
 from shared.tasks import JOB_TYPES
 from workers.celery_app import app
 from workers.context import WorkerContext
-from workers.jobs import JobCancelled, JobFailed, run_task
+from workers.jobs import JobCancelled, JobFailed, cancel_poller, run_task
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,6 @@ def _hooks(
     ctx: WorkerContext, job: Job
 ) -> tuple[Callable[[dict[str, Any]], None], Callable[[], bool]]:
     """Training events go to the job row; cancellation is read from it at most every 2 s."""
-    last_check = [0.0]
-    cancelled = [False]
 
     def progress(event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -99,15 +96,7 @@ def _hooks(
             # 100% is for the finished job only: the model is exported after the last event.
             report_progress(s, job.id, min(done, 0.99), **extra)
 
-    def should_stop() -> bool:
-        now = time.monotonic()
-        if not cancelled[0] and now - last_check[0] >= 2.0:
-            last_check[0] = now
-            with ctx.session() as s:
-                cancelled[0] = cancel_requested(s, job.id)
-        return cancelled[0]
-
-    return progress, should_stop
+    return progress, cancel_poller(ctx, job.id)
 
 
 _limit = worker_settings().training_time_limit_s

@@ -8,7 +8,6 @@ per job (so a job re-run after a worker died resumes), and records the model ver
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ from shared.config import worker_settings
 from shared.db.models import ContentItem, Job, ModelVersion, Tag, TagOrigin
 from shared.inference.manifest import Manifest
 from shared.inference.registry import next_version, set_active_version, tenant_model_name
-from shared.jobs import cancel_requested, report_progress
+from shared.jobs import report_progress
 from workers.celery_app import app
 from workers.context import WorkerContext
-from workers.jobs import JobCancelled, JobFailed, run_task
+from workers.jobs import JobCancelled, JobFailed, cancel_poller, run_task
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,6 @@ def _hooks(
     ctx: WorkerContext, job: Job
 ) -> tuple[Callable[[dict[str, Any]], None], Callable[[], bool]]:
     """Progress goes to the job row; cancellation is polled from it at most every 2 s."""
-    last_check = [0.0]
-    cancelled = [False]
 
     def progress(event: dict[str, Any]) -> None:
         steps = event.get("steps")
@@ -76,15 +73,7 @@ def _hooks(
             done = (current.progress if current else 0.0) if fraction is None else fraction
             report_progress(s, job.id, min(done, 0.99), **extra)
 
-    def should_stop() -> bool:
-        now = time.monotonic()
-        if not cancelled[0] and now - last_check[0] >= 2.0:
-            last_check[0] = now
-            with ctx.session() as s:
-                cancelled[0] = cancel_requested(s, job.id)
-        return cancelled[0]
-
-    return progress, should_stop
+    return progress, cancel_poller(ctx, job.id)
 
 
 def _checkpoint_dir(ctx: WorkerContext, job: Job) -> Path:
