@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from shared.auth import create_tenant
 from shared.config import WorkerSettings
 from shared.db.models import Asset, ContentItem, ContentKind
-from shared.db.session import get_engine
 from shared.imaging import (
     WORKING_ROLE,
     _popcount_bytes,
@@ -119,7 +118,8 @@ def test_draft_decode_keeps_the_tags(models_dir: Path) -> None:
         assert float(full.embedding @ fast.embedding) > 0.98
         assert full.labels[0][0] == fast.labels[0][0]
         top = {n for n, _ in full.labels[:5]}
-        assert len(top & {n for n, _ in fast.labels[:5]}) >= 4
+        # Parents that add nothing are not tags, so a photo may have fewer than five.
+        assert len(top & {n for n, _ in fast.labels[:5]}) >= min(4, len(top))
 
 
 # --- one near-duplicate query per batch ------------------------------------------------------
@@ -180,7 +180,10 @@ def test_batch_scan_flags_the_oldest_near_duplicate_with_one_query(ctx: WorkerCo
         if statement.lstrip().upper().startswith("SELECT") and " UNION " in statement:
             selects.append(statement)
 
-    engine = get_engine(ctx.settings.sqlalchemy_url)
+    # The engine the worker's sessions are bound to (get_engine's small cache may have made
+    # another one for the same URL since, when many test databases came and went).
+    with ctx.session() as s:
+        engine = s.get_bind()
     event.listen(engine, "before_cursor_execute", count)
     try:
         with ctx.session() as s:
