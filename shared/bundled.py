@@ -137,8 +137,10 @@ def _running_detail(result: Mapping[str, Any]) -> str:
 
 def _final_metrics(metrics: Mapping[str, Any]) -> str:
     if isinstance(metrics.get("val_bpc"), int | float):
-        ngram = metrics.get("ngram_val_bpc")
-        tail = f"; n-gram {ngram:.2f}" if isinstance(ngram, int | float) else ""
+        tail = ""
+        for key, label in (("ngram_val_bpc", "n-gram"), ("mixture_val_bpc", "served mixture")):
+            if isinstance(metrics.get(key), int | float):
+                tail += f"; {label} {metrics[key]:.2f}"
         return f" (val {metrics['val_bpc']:.2f} bits/char{tail})"
     if isinstance(metrics.get("fid"), int | float):
         return f" (FID {metrics['fid']:.2f})"

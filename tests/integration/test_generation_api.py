@@ -56,6 +56,9 @@ def test_tenant_text_generator_trains_and_generates_deterministically(
     assert job["status"] == "succeeded", job
     metrics = job["result"]["metrics"]
     assert metrics["val_bpc"] > 0 and metrics["ngram_val_bpc"] > 0
+    # The served RNN + n-gram mixture, its weight chosen on validation: never worse than either.
+    assert 0.0 <= metrics["mixture_weight"] <= 1.0
+    assert metrics["mixture_val_bpc"] <= min(metrics["val_bpc"], metrics["ngram_val_bpc"]) + 1e-12
     assert job["progress"] == 1.0 and "last_event" in job["result"]
 
     req = {"prompt": "The ", "max_length": 60, "temperature": 0.9, "seed": 11, "n": 3}

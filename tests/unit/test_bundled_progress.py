@@ -40,6 +40,10 @@ def test_final_lines_say_how_long_and_how_good() -> None:
                 finished_at=start + timedelta(seconds=361),
                 result={"metrics": {"val_bpc": 2.357, "ngram_val_bpc": 2.26}})  # fmt: skip
     assert describe(done) == "text generator: ready in 6m01s (val 2.36 bits/char; n-gram 2.26)"
+    mixed = _job(status=JobStatus.succeeded, progress=1.0,
+                 result={"metrics": {"val_bpc": 2.357, "ngram_val_bpc": 2.26,
+                                     "mixture_val_bpc": 2.2}})  # fmt: skip
+    assert describe(mixed).endswith("(val 2.36 bits/char; n-gram 2.26; served mixture 2.20)")
     failed = _job(status=JobStatus.failed, error="no fortune files")
     assert "build failed: no fortune files" in describe(failed)
 

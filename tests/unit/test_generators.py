@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from shared.inference.manifest import read_manifest, write_manifest  # noqa: E402
+from workers.generation import ngram  # noqa: E402
 from workers.generation.image import ImageGenerator  # noqa: E402
 from workers.generation.text import TextGenerator  # noqa: E402
 from workers.training import gan, rnn  # noqa: E402
@@ -76,8 +78,109 @@ def test_kneser_ney_is_normalised(fortunes: list[str]) -> None:
         assert probs.sum() == pytest.approx(1.0, abs=1e-9)
 
 
+def _split(fortunes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The train/validation bytes train_text_generator used for the ``text_model`` fixture."""
+    train, val = rnn.split_texts(fortunes, TINY_RNN.val_fraction, TINY_RNN.seed)
+    return rnn.encode_documents(train), rnn.encode_documents(val)
+
+
+def _contexts(stream: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes before every position of ``stream``, left-padded with 0."""
+    padded = np.concatenate([np.zeros(width, np.int64), stream.astype(np.int64)])
+    return np.stack([padded[j : j + len(stream)] for j in range(width)], axis=1)
+
+
+def test_served_ngram_is_the_trained_one(text_model: Path, fortunes: list[str]) -> None:
+    # The exported tables, loaded as the server loads them, give a normalised distribution whose
+    # value at the true next byte is what training scored at every validation position.
+    train, val = _split(fortunes)
+    served = ngram.KneserNey.load(text_model / ngram.NGRAM_FILE)
+    dist = served.distribution(_contexts(val, served.order - 1))
+    assert dist.shape == (len(val), 256)
+    np.testing.assert_allclose(dist.sum(axis=1), 1.0, atol=1e-9)
+    expected = rnn.kneser_ney_probs(train, val, TINY_RNN.ngram_order)
+    np.testing.assert_allclose(dist[np.arange(len(val)), val], expected, rtol=0, atol=1e-6)
+
+
+def test_mixture_bits_are_consistent(text_model: Path, fortunes: list[str]) -> None:
+    gen = TextGenerator(text_model)
+    m = gen.manifest.metrics
+    lam = m["mixture_weight"]
+    assert gen.manifest.extra["mixture"]["weight"] == lam
+    assert m["ngram_pruned_singletons_of_orders"] == []
+    # lam = 0 and 1 are candidates of the search, so the mixture is never worse than either.
+    assert m["mixture_val_bpc"] <= min(m["val_bpc"], m["ngram_val_bpc"]) + 1e-12
+    # On this fixture both models are weak in different ways: the mixture really mixes.
+    assert 0.0 < lam < 1.0 and gen.ngram is not None
+    # Recompute the three figures from the served files (ONNX RNN, n-gram npz) on the same bytes.
+    _, val = _split(fortunes)
+    streams, per = rnn._eval_layout(len(val), rnn.EVAL_STREAMS)
+    x = val[: streams * per].astype(np.int64).reshape(streams, per)
+    logits, _ = gen.step(x, np.zeros((gen.layers, streams, gen.hidden), np.float32))
+    z = logits.reshape(-1, 256).astype(np.float64)
+    p_all = np.exp(z - z.max(axis=1, keepdims=True))
+    p_all /= p_all.sum(axis=1, keepdims=True)
+    target = val[1 : streams * per + 1]
+    p_rnn = p_all[np.arange(len(target)), target]
+    p_ngram = gen.ngram.probs(val)[1 : streams * per + 1]
+    assert ngram.bits(p_rnn) == pytest.approx(m["val_bpc"], abs=1e-4)
+    assert ngram.bits(p_ngram) == pytest.approx(m["ngram_val_bpc"], abs=1e-9)
+    mixed = ngram.bits(lam * p_rnn + (1 - lam) * p_ngram)
+    assert mixed == pytest.approx(m["mixture_val_bpc"], abs=1e-4)
+    for other in (0.0, 1.0, max(0.0, lam - 0.05), min(1.0, lam + 0.05)):
+        assert mixed <= ngram.bits(other * p_rnn + (1 - other) * p_ngram) + 1e-4
+
+
+def test_mixture_weight_search() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 1.0, 1000)
+    q = rng.uniform(0.01, 1.0, 1000)
+    lam, b = ngram.best_mixture_weight(p, q)
+    grid = [ngram.bits(t * p + (1 - t) * q) for t in np.linspace(0, 1, 201)]
+    assert b <= min(grid) + 1e-9 and b == pytest.approx(ngram.bits(lam * p + (1 - lam) * q))
+    # A model that is better at every position takes all the weight.
+    assert ngram.best_mixture_weight(p, p / 2)[0] == 1.0
+    assert ngram.best_mixture_weight(p / 2, p)[0] == 0.0
+
+
+def _table_bytes(model: ngram.KneserNey) -> int:
+    return sum(lv.codes.nbytes + lv.counts.nbytes for lv in model.levels)
+
+
+def test_ngram_prunes_singletons_to_fit_its_size_limit(fortunes: list[str]) -> None:
+    train, val = _split(fortunes)
+    full = ngram.KneserNey.fit(train, 5)
+    small = ngram.KneserNey.fit(train, 5, max_bytes=_table_bytes(full) - 1)
+    assert full.pruned == [] and small.pruned == [5]
+    assert len(small.levels[4].codes) < len(full.levels[4].codes)
+    assert all(
+        len(a.codes) == len(b.codes) for a, b in zip(small.levels[:4], full.levels[:4], strict=True)
+    )
+    dist = small.distribution(_contexts(val, 4)[:200])
+    np.testing.assert_allclose(dist.sum(axis=1), 1.0, atol=1e-9)
+    assert ngram.bits(small.probs(val)) < 8.0
+
+
+def test_model_without_ngram_still_generates(text_model: Path, tmp_path: Path) -> None:
+    # A version published before the mixture existed: no n-gram file, no mixture entry.
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in ("model.onnx", "manifest.json"):
+        (old / f).write_bytes((text_model / f).read_bytes())
+    manifest = read_manifest(old)
+    extra = {k: v for k, v in manifest.extra.items() if k != "mixture"}
+    write_manifest(old, manifest.model_copy(update={"extra": extra}))
+    gen = TextGenerator(old)
+    assert gen.ngram is None and gen.mixture_weight == 1.0
+    a = gen.generate("The ", n=3, seed=7, max_length=30)
+    assert a == gen.generate("The ", n=3, seed=7, max_length=30)
+    # The mixture changes what is sampled, so the two models really differ.
+    assert a != TextGenerator(text_model).generate("The ", n=3, seed=7, max_length=30)
+
+
 def test_generate_shapes_and_determinism(text_model: Path) -> None:
     gen = TextGenerator(text_model)
+    assert gen.ngram is not None  # sampling from the RNN + n-gram mixture
     a = gen.generate("The ", n=4, seed=7, max_length=30)
     assert len(a) == 4 and all(len(s.encode()) <= 30 for s in a)
     assert a == gen.generate("The ", n=4, seed=7, max_length=30)

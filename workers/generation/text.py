@@ -4,6 +4,12 @@ The prompt is primed in one ORT call (the whole sequence at batch 1), its final 
 to the ``n`` samples, and then every step runs one ORT call for all unfinished samples together.
 Sampling uses one ``numpy.random.Generator`` per request, so the same seed, arguments and model
 give the same texts.
+
+Models trained with an n-gram (``extra.mixture`` in the manifest, ``ngram.npz`` beside the ONNX
+file) sample from ``lam * softmax(logits) + (1 - lam) * P_kn(. | last order-1 bytes)``, lam chosen
+on validation at training time; temperature and top-k/top-p then apply to the log of that
+mixture. Versions built before the mixture existed have no such entry and sample from the RNN
+alone, exactly as before.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from shared.inference.base import InferenceModel, ModelError
+from workers.generation.ngram import NGRAM_FILE, KneserNey
 
 MAX_LENGTH = 2000
 MAX_N = 64
@@ -32,6 +39,13 @@ class TextGenerator(InferenceModel):
         self.vocab_size = int(pre.get("vocab_size", 256))
         self.layers = int(self.manifest.extra["layers"])
         self.hidden = int(self.manifest.extra["hidden"])
+        mixture = self.manifest.extra.get("mixture") or {}
+        self.mixture_weight = float(mixture.get("weight", 1.0))
+        self.ngram: KneserNey | None = None
+        if self.mixture_weight < 1.0:
+            # A weight of 1 means the n-gram did not help on validation: its tables stay on disk.
+            # (A missing or unreadable file becomes a ModelError in InferenceModel.__init__.)
+            self.ngram = KneserNey.load(self.model_dir / mixture.get("ngram_file", NGRAM_FILE))
 
     def _predict(self, prompt: str, **kwargs: Any) -> list[str]:
         return self.generate(prompt, **kwargs)
@@ -70,11 +84,15 @@ class TextGenerator(InferenceModel):
         logits, h = self.step(primer[None, :], h)
         last = np.repeat(logits[:, -1, :], n, axis=0)
         h = np.repeat(h, n, axis=1)
+        # The n-gram's context: the last order-1 bytes, left-padded with EOS as in training.
+        width = self.ngram.order - 1 if self.ngram is not None else 0
+        padded = np.concatenate([np.full(width, self.eos, np.int64), primer])
+        ctx = np.repeat(padded[None, len(padded) - width :], n, axis=0)
 
         out = [bytearray() for _ in range(n)]
         active = np.arange(n)
         for i in range(max_length):
-            tok = _sample(last, rng, temperature, top_k, top_p)
+            tok = _sample(self._mix(last, ctx), rng, temperature, top_k, top_p)
             keep = []
             for row, (sample, t) in enumerate(zip(active, tok, strict=True)):
                 if t == self.eos:
@@ -90,9 +108,24 @@ class TextGenerator(InferenceModel):
                 # Finished samples leave the batch, so they cost no more ORT work.
                 idx = np.asarray(keep)
                 active, tok, h = active[idx], tok[idx], np.ascontiguousarray(h[:, idx])
+                ctx = ctx[idx]
+            if width:
+                ctx = np.concatenate([ctx[:, 1:], tok.astype(np.int64)[:, None]], axis=1)
             logits, h = self.step(tok.astype(np.int64)[:, None], h)
             last = logits[:, -1, :]
         return [bytes(b).decode("utf-8", errors="ignore") for b in out]
+
+    def _mix(self, logits: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+        """Scores to sample from: the RNN's logits, or the log of its mixture with the n-gram."""
+        if self.ngram is None:
+            return logits
+        z = logits.astype(np.float64)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        lam = self.mixture_weight
+        mixed = lam * p + (1.0 - lam) * self.ngram.distribution(ctx)
+        # Every byte keeps some n-gram mass (uniform floor), so the log is finite when lam < 1.
+        return np.log(mixed)
 
 
 def _cut_at_stop(buf: bytearray, stops: list[bytes], longest: int) -> bool:

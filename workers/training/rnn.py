@@ -6,7 +6,10 @@ the server primes a prompt after a 0 and stops a sample when the model emits one
 
 Quality is reported as validation bits per byte (``val_bpc``; equal to bits per character on the
 ASCII corpora we ship) next to an interpolated Kneser-Ney byte 5-gram fitted on the same training
-split and scored on the same validation bytes, so a number means something on its own.
+split and scored on the same validation bytes, so a number means something on its own. The
+served model mixes the two: ``lam * P_rnn + (1 - lam) * P_ngram`` with lam chosen on validation
+(``mixture_weight``, ``mixture_val_bpc``); the n-gram tables ship beside the ONNX file (see
+workers/generation/ngram.py and docs/text-generator.md).
 
 ``train_text_generator`` is a plain function for the Celery training task: progress, cancellation
 and checkpoint/resume are hooks, and nothing here touches the database or the broker.
@@ -29,6 +32,15 @@ import torch
 from torch import nn
 
 from shared.inference.manifest import Manifest, publish_model_dir, write_manifest
+from workers.generation.ngram import (
+    NGRAM_FILE,
+    NGRAM_FORMAT,
+    KneserNey,
+    best_mixture_weight,
+    bits,
+)
+from workers.generation.ngram import kneser_ney_bpc as kneser_ney_bpc  # re-exported
+from workers.generation.ngram import kneser_ney_probs as kneser_ney_probs  # re-exported
 from workers.training.checkpoints import (
     ProgressFn,
     StopFn,
@@ -41,6 +53,7 @@ EOS = 0
 VOCAB_SIZE = 256
 CHECKPOINT_FILE = "text_generator.ckpt"
 CHECKPOINT_FORMAT = 1
+EVAL_STREAMS = 16
 
 
 def _noop_progress(_: dict[str, Any]) -> None:
@@ -117,75 +130,6 @@ def split_texts(
 
 
 # ---------------------------------------------------------------------------------------------
-# n-gram baseline
-
-
-def _lookup(codes: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
-    idx = np.searchsorted(codes, query)
-    idx = np.minimum(idx, len(codes) - 1)
-    hit = codes[idx] == query if len(codes) else np.zeros(query.shape, bool)
-    return np.where(hit, values[idx] if len(codes) else 0, 0)
-
-
-def _grams(stream: np.ndarray, k: int) -> np.ndarray:
-    """Integer code of the k-gram ending at every position (history padded with EOS)."""
-    padded = np.concatenate([np.zeros(k - 1, np.int64), stream.astype(np.int64)])
-    code = np.zeros(len(stream), np.int64)
-    for j in range(k):
-        code = code * 256 + padded[j : j + len(stream)]
-    return code
-
-
-def kneser_ney_bpc(train: np.ndarray, val: np.ndarray, order: int = 5) -> float:
-    """Bits per byte of :func:`kneser_ney_probs` on ``val``."""
-    return float(-np.mean(np.log2(kneser_ney_probs(train, val, order))))
-
-
-def kneser_ney_probs(train: np.ndarray, val: np.ndarray, order: int = 5) -> np.ndarray:
-    """P(byte | previous order-1 bytes) at every position of ``val``, from an interpolated
-    Kneser-Ney byte n-gram (Chen & Goodman) counted on ``train``.
-
-    Highest order uses raw counts, lower orders continuation counts, the unigram is interpolated
-    with the uniform distribution over 256 bytes so every byte has a non-zero probability.
-    Vectorised over positions with sorted integer codes (5 bytes fit in an int64).
-    """
-    if not 1 <= order <= 7:
-        raise ValueError("ngram order must be in 1..7")
-    tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    top_codes, top_counts = np.unique(_grams(train, order), return_counts=True)
-    tables[order] = (top_codes, top_counts)
-    for k in range(order - 1, 0, -1):
-        # N1+(. g): distinct left extensions of each k-gram g, from the unique (k+1)-grams.
-        codes, cont = np.unique(tables[k + 1][0] % (256**k), return_counts=True)
-        tables[k] = (codes, cont)
-
-    prob = np.full(len(val), 1.0 / VOCAB_SIZE)
-    for k in range(1, order + 1):
-        codes, vals = tables[k]
-        n1, n2 = np.sum(vals == 1), np.sum(vals == 2)
-        discount = float(n1 / (n1 + 2 * n2)) if n1 + n2 > 0 else 0.75
-        full = _grams(val, k)
-        if k == 1:
-            total, types = float(vals.sum()), float(len(vals))
-            prob = (
-                np.maximum(_lookup(codes, vals, full) - discount, 0) + discount * types * prob
-            ) / total
-            continue
-        ctx_codes, inverse = np.unique(codes // 256, return_inverse=True)
-        ctx_total = np.bincount(inverse, weights=vals)
-        ctx_types = np.bincount(inverse).astype(np.float64)
-        ctx = full // 256
-        c_total = _lookup(ctx_codes, ctx_total, ctx)
-        c_types = _lookup(ctx_codes, ctx_types, ctx)
-        count = _lookup(codes, vals, full)
-        seen = c_total > 0
-        safe = np.where(seen, c_total, 1.0)
-        mixed = (np.maximum(count - discount, 0) + discount * c_types * prob) / safe
-        prob = np.where(seen, mixed, prob)
-    return prob
-
-
-# ---------------------------------------------------------------------------------------------
 # training
 
 
@@ -206,29 +150,40 @@ def _batches_for_epoch(n_bytes: int, cfg: RNNConfig, epoch: int) -> np.ndarray:
     return starts[: n_batches * cfg.batch_size].reshape(n_batches, cfg.batch_size)
 
 
+def _eval_layout(n_bytes: int, streams: int) -> tuple[int, int]:
+    """(streams, bytes per stream) of an evaluation: it scores positions 1 .. streams * per."""
+    streams = max(1, min(streams, (n_bytes - 1) // 2))
+    return streams, (n_bytes - 1) // streams
+
+
 @torch.no_grad()
-def evaluate_bpc(model: CharGRU, stream: np.ndarray, cfg: RNNConfig, streams: int = 16) -> float:
-    """Bits per byte with the hidden state carried across chunks (no cold start per chunk)."""
+def evaluate_probs(
+    model: CharGRU, stream: np.ndarray, cfg: RNNConfig, streams: int = EVAL_STREAMS
+) -> np.ndarray:
+    """P(true next byte) at positions 1 .. streams * per of ``stream`` (see :func:`_eval_layout`),
+    the hidden state carried across chunks (no cold start per chunk)."""
     model.eval()
     data = torch.from_numpy(stream.astype(np.int64))
-    streams = max(1, min(streams, (len(data) - 1) // 2))
-    per = (len(data) - 1) // streams
+    streams, per = _eval_layout(len(data), streams)
     x_all = data[: per * streams].view(streams, per)
     y_all = data[1 : per * streams + 1].view(streams, per)
     h = torch.zeros(cfg.layers, streams, cfg.hidden)
-    nll, count = 0.0, 0
+    logp = torch.empty(streams, per)
     chunk = 256
     for i in range(0, per, chunk):
         logits, h = model(x_all[:, i : i + chunk], h)
         y = y_all[:, i : i + chunk]
-        nll += float(
-            nn.functional.cross_entropy(
-                logits.reshape(-1, VOCAB_SIZE), y.reshape(-1), reduction="sum"
-            )
-        )
-        count += y.numel()
+        logp[:, i : i + chunk] = logits.log_softmax(-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
     model.train()
-    return nll / max(count, 1) / math.log(2)
+    # Row-major: stream r covers positions r * per + 1 .., so the flat order is the byte order.
+    return np.exp(logp.numpy().astype(np.float64).reshape(-1))
+
+
+def evaluate_bpc(
+    model: CharGRU, stream: np.ndarray, cfg: RNNConfig, streams: int = EVAL_STREAMS
+) -> float:
+    """Bits per byte of :func:`evaluate_probs`."""
+    return bits(evaluate_probs(model, stream, cfg, streams))
 
 
 def _fingerprint(
@@ -324,18 +279,21 @@ def train_text_generator(
     ckpt_path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
     state = load_checkpoint(ckpt_path) if ckpt_path else None
     step, elapsed, history = 0, 0.0, []
-    ngram_bpc: float | None = None
     if state is not None and state.get("fingerprint") == fingerprint:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         step, elapsed, history = state["step"], state["elapsed"], list(state["history"])
-        ngram_bpc = state["ngram_bpc"]
         progress({"event": "resumed", "step": step, "epoch": step // steps_per_epoch})
     elif state is not None:
         progress({"event": "checkpoint_ignored", "reason": "different data or config"})
 
-    if ngram_bpc is None:
-        ngram_bpc = kneser_ney_bpc(train, val, cfg.ngram_order)
+    # Counted on every start, resumed or not: seconds for ~1 MB, and the server needs the tables.
+    ngram = KneserNey.fit(train, cfg.ngram_order)
+    streams, per = _eval_layout(len(val), EVAL_STREAMS)
+    # Scored on exactly the positions evaluate_probs scores, so the three figures compare.
+    ngram_probs = ngram.probs(val)[1 : streams * per + 1]
+    ngram_bpc = bits(ngram_probs)
+    val_probs: np.ndarray | None = None
     progress(
         {
             "event": "start",
@@ -359,7 +317,6 @@ def train_text_generator(
                 "step": step,
                 "elapsed": elapsed,
                 "history": history,
-                "ngram_bpc": ngram_bpc,
             },
             ckpt_path,
         )
@@ -420,7 +377,8 @@ def train_text_generator(
                 checkpoint()
         now = time.perf_counter()
         elapsed, t_last = elapsed + now - t_last, now
-        val_bpc = evaluate_bpc(model, val, cfg)
+        val_probs = evaluate_probs(model, val, cfg)
+        val_bpc = bits(val_probs)
         history.append({"epoch": epoch + 1, "step": step, "val_bpc": val_bpc})
         progress(
             {
@@ -437,10 +395,17 @@ def train_text_generator(
         t_last = time.perf_counter()
         checkpoint()
 
+    if val_probs is None:  # resumed from a checkpoint written after the last epoch
+        val_probs = evaluate_probs(model, val, cfg)
+    # Served distribution: lam * P_rnn + (1 - lam) * P_ngram, lam fitted on these same bytes.
+    mixture_weight, mixture_bpc = best_mixture_weight(val_probs, ngram_probs)
     metrics = {
-        "val_bpc": history[-1]["val_bpc"],
+        "val_bpc": bits(val_probs),
         "ngram_val_bpc": ngram_bpc,
+        "mixture_val_bpc": mixture_bpc,
+        "mixture_weight": mixture_weight,
         "ngram_baseline": f"interpolated Kneser-Ney byte {cfg.ngram_order}-gram, same split",
+        "ngram_pruned_singletons_of_orders": ngram.pruned,
         "bpc_unit": "bits per UTF-8 byte",
         "history": history,
         "train_time_s": round(elapsed, 1),
@@ -459,6 +424,8 @@ def train_text_generator(
         name,
         version,
         metrics=metrics,
+        ngram=ngram,
+        mixture_weight=mixture_weight,
         license=license,
         attribution=attribution,
         extra=extra,
@@ -523,6 +490,8 @@ def export_text_generator(
     version: str,
     *,
     metrics: dict[str, Any],
+    ngram: KneserNey | None = None,
+    mixture_weight: float = 1.0,
     license: str = "",
     attribution: str = "",
     extra: dict[str, Any] | None = None,
@@ -532,6 +501,15 @@ def export_text_generator(
         diff = export_onnx(model, cfg, tmp / "model.onnx")
         if not diff < 1e-4:
             raise RuntimeError(f"ONNX export differs from torch by {diff:.2e} (limit 1e-4)")
+        mixture: dict[str, Any] = {"weight": 1.0}  # no n-gram: the RNN alone
+        if ngram is not None:
+            ngram.save(tmp / NGRAM_FILE)
+            mixture = {
+                "weight": mixture_weight,
+                "ngram_file": NGRAM_FILE,
+                "ngram_format": NGRAM_FORMAT,
+                **ngram.describe(),
+            }
         manifest = Manifest(
             name=name,
             version=version,
@@ -549,6 +527,7 @@ def export_text_generator(
                 "layers": cfg.layers,
                 "hidden": cfg.hidden,
                 "config": asdict(cfg),
+                "mixture": mixture,
             },
             license=license,
             attribution=attribution,
