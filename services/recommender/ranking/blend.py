@@ -36,7 +36,8 @@ def scaled(scores: np.ndarray) -> np.ndarray:
     total = scores.sum(axis=1, dtype=np.float64)
     squares = np.einsum("ij,ij->i", scores, scores, dtype=np.float64)
     var = np.maximum(squares / n - (total / n) ** 2, 0.0)
-    inv = np.where(var > 0, 1.0 / np.sqrt(var), 1.0).astype(np.float32)
+    std = np.sqrt(var)
+    inv = np.divide(1.0, std, out=np.ones_like(std), where=std > 0).astype(np.float32)
     return scores * inv[:, None]
 
 
