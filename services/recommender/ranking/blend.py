@@ -23,22 +23,27 @@ from services.recommender.ranking.base import Recommender
 from services.recommender.ranking.evaluate import Holdout, Metrics, evaluate_variants
 
 
-def scaled(scores: np.ndarray) -> np.ndarray:
-    """Scores divided by their per-row standard deviation (non-finite ones first set to the
-    row's lowest finite score). A new array; `scores` is left as it is."""
-    scores = np.asarray(scores, dtype=np.float32)
+def _row_scale(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`scores` with non-finite entries set to the row's lowest finite score (a new array only
+    when there are any), and 1 / the per-row standard deviation."""
     if not np.isfinite(scores).all():
         finite = np.isfinite(scores)
         low = np.where(finite, scores, np.inf).min(axis=1, keepdims=True)
         low[~np.isfinite(low)] = 0.0
-        scores = np.where(finite, scores, low)
+        scores = np.where(finite, scores, low).astype(np.float32)
     n = scores.shape[1]
     total = scores.sum(axis=1, dtype=np.float64)
     squares = np.einsum("ij,ij->i", scores, scores, dtype=np.float64)
-    var = np.maximum(squares / n - (total / n) ** 2, 0.0)
-    std = np.sqrt(var)
+    std = np.sqrt(np.maximum(squares / n - (total / n) ** 2, 0.0))
     inv = np.divide(1.0, std, out=np.ones_like(std), where=std > 0).astype(np.float32)
-    return scores * inv[:, None]
+    return scores, inv
+
+
+def scaled(scores: np.ndarray) -> np.ndarray:
+    """Scores divided by their per-row standard deviation (non-finite ones first set to the
+    row's lowest finite score). A new array; `scores` is left as it is."""
+    filled, inv = _row_scale(np.asarray(scores, dtype=np.float32))
+    return filled * inv[:, None]
 
 
 class Blend(Recommender):
@@ -74,10 +79,17 @@ class Blend(Recommender):
             m.fit(X)
 
     def _score(self, rows: sp.csr_matrix) -> np.ndarray:
-        total = np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
+        # Scaled in place: every model's score_users returns a fresh array, and on a large
+        # catalogue each extra pass over the items is a measurable share of a request.
+        total: np.ndarray | None = None
         for w, m in zip(self.weights, self.members, strict=True):
-            if w:
-                total += w * scaled(m.score_users(rows))
+            if not w:
+                continue
+            part, inv = _row_scale(np.asarray(m.score_users(rows), dtype=np.float32))
+            part *= (w * inv)[:, None]
+            total = part if total is None else np.add(total, part, out=total)
+        if total is None:
+            return np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
         return total
 
     def _item_similarities(self, item_idx: int) -> np.ndarray:
