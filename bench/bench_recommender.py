@@ -77,7 +77,7 @@ def latency(users: int, items: int, events: int, budget_s: float, requests: int)
     data = generate(users, items, events, seed=1)
     inter = data.to_interactions()
     start = time.perf_counter()
-    # Per NOTES.md, ALS or item-kNN at this size; BPR and PureSVD would triple the tuning time
+    # Per docs/perf.md, ALS or item-kNN at this size; BPR and PureSVD would triple the tuning time
     # here for what the medium benchmark shows to be no gain.
     selection = train_and_select(
         inter,

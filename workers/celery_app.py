@@ -52,7 +52,7 @@ for _name in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
     # Each prefork child gets fresh DB connections and a model registry of its own; BLAS
-    # threads are capped so processes x threads stays within the cores (see NOTES.md).
+    # threads are capped so processes x threads stays within the cores (see docs/perf.md).
     from threadpoolctl import threadpool_limits
 
     from shared.db.session import get_engine

@@ -20,7 +20,7 @@ from shared.http import RequestMetrics, install_error_handlers
 def create_app(settings: RecommenderSettings | None = None) -> FastAPI:
     settings = settings or recommender_settings()
     # One BLAS thread per request: requests run concurrently in the thread pool, and nested
-    # BLAS threads on a 2-core machine only add contention (NOTES.md).
+    # BLAS threads on a 2-core machine only add contention (docs/perf.md).
     threadpool_limits(1)
     app = FastAPI(title="Atelier recommender", version="1.0")
     app.state.settings = settings

@@ -12,7 +12,7 @@ def default_intra_op_threads() -> int:
     """Threads per session so that worker processes x threads stays within the cores.
 
     ``ATELIER_ORT_THREADS`` wins; otherwise one thread, because on small shared machines one
-    intra-op thread per process and more processes beats many threads (see NOTES.md).
+    intra-op thread per process and more processes beats many threads (see docs/perf.md).
     """
     env = os.environ.get("ATELIER_ORT_THREADS")
     return max(1, int(env)) if env else 1

@@ -239,7 +239,7 @@ class TextEmbedder(InferenceModel):
         ``batch_size`` each); rows keep the input order.
 
         Batching in arrival order pads short texts to the longest one in their batch and halved
-        throughput (NOTES.md); planned runs of sorted texts pad less still.
+        throughput (docs/perf.md); planned runs of sorted texts pad less still.
         """
         out = np.empty((len(sequences), EMBEDDING_DIM), dtype=np.float32)
         for idx, ids, mask in padded_runs(sequences, max_batch=batch_size):

@@ -219,7 +219,7 @@ def fit_and_evaluate(
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     single = mode == "single"
     target = ts.y.argmax(axis=1) if single else _target(ts.y)
-    # Two BLAS threads on a shared 2-core machine made a fit 49x slower (NOTES.md).
+    # Two BLAS threads on a shared 2-core machine made a fit 49x slower (docs/perf.md).
     with threadpool_limits(1), warnings.catch_warnings():
         # A fold may lack a label entirely; scikit-learn then predicts a constant and says so.
         warnings.simplefilter("ignore")

@@ -235,7 +235,7 @@ def build_int8(
     """Static QDQ int8 (per-channel weights, percentile calibration on real images).
 
     Never dynamic int8 for this CNN: ConvInteger is slower than fp32 on CPU and changes top-1
-    (NOTES.md). Agreement with fp32 and the speed-up are measured here and kept in the manifest.
+    (docs/perf.md). Agreement with fp32 and the speed-up are measured here and kept in the manifest.
     """
     final = models_dir / INT8_NAME / INT8_VERSION
     if not force and is_published(models_dir, INT8_NAME, INT8_VERSION):

