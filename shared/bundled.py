@@ -23,8 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.db.models import Job, JobStatus
-from shared.inference.registry import active_version
 from shared.jobs import FINAL_STATES, new_job, publish
+from shared.model_versions import active_version
 
 BUILD_JOB = "build_bundled_model"
 # Registry name -> what the console calls it. Enqueued in this order; the training worker runs

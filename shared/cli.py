@@ -128,7 +128,7 @@ def status() -> None:
     """Active versions of the bundled models, and their builds under way with progress."""
     from shared.bundled import GENERATORS, describe, pending_build
     from shared.db.session import session_scope
-    from shared.inference.registry import active_version
+    from shared.model_versions import active_version
     from shared.supervisor import SERVING_MODELS
 
     settings = _settings()

@@ -26,7 +26,7 @@ from shared.bundled import GENERATORS, BuildWatcher, ensure_builds, missing
 from shared.config import CommonSettings, WorkerSettings
 from shared.db.migrate import upgrade
 from shared.db.session import session_scope
-from shared.inference.registry import active_version
+from shared.model_versions import active_version
 from shared.tasks import QUEUE_TAGGING, QUEUES
 
 # Built before anything starts: tagging needs them and they take seconds. The generators

@@ -17,10 +17,7 @@ import onnxruntime as ort
 from shared.inference.manifest import Manifest, read_manifest, verify_files
 from shared.inference.session import create_session
 from shared.inference.slots import InferenceSlots, SlottedSession
-
-
-class ModelError(RuntimeError):
-    """A model cannot be used: missing, corrupt, or the wrong kind. The message says which."""
+from shared.model_versions import ModelError  # defined without onnxruntime, for the gateway
 
 
 class InferenceModel(ABC):

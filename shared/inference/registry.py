@@ -1,46 +1,37 @@
 """The model registry: which version of each model is active, and one loaded copy per process.
 
 The active version of model ``name`` is the content of ``<models_dir>/<name>/ACTIVE`` (written
-atomically), or the newest published version when that file is absent. ``get`` re-reads the
-pointer at most every ``check_interval`` seconds, so activating a new version reaches every
-worker without a restart (Gorse's workers pull the newest model the same way).
+atomically), or the newest published version when that file is absent (``shared.model_versions``,
+re-exported here). ``get`` re-reads the pointer at most every ``check_interval`` seconds, so
+activating a new version reaches every worker without a restart (Gorse's workers pull the newest
+model the same way).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 from typing import TypeVar
 
-from shared.inference.base import InferenceModel, ModelError
-from shared.inference.manifest import MANIFEST_NAME, Manifest, list_versions
+from shared.inference.base import InferenceModel
+from shared.inference.manifest import Manifest, list_versions
 from shared.inference.slots import InferenceSlots
 
-ACTIVE_FILE = "ACTIVE"
+# The version pointer and naming are pure Python (the gateway uses them without onnxruntime);
+# re-exported here so that serving and training code keeps importing them from the registry.
+from shared.model_versions import (  # noqa: F401
+    ACTIVE_FILE,
+    MANIFEST_NAME,
+    ModelError,
+    active_version,
+    next_version,
+    resolve_model,
+    set_active_version,
+    tenant_model_name,
+)
+
 M = TypeVar("M", bound=InferenceModel)
-
-
-def active_version(models_dir: Path, name: str) -> str | None:
-    pointer = models_dir / name / ACTIVE_FILE
-    try:
-        version = pointer.read_text().strip()
-    except FileNotFoundError:
-        version = ""
-    if version and (models_dir / name / version / MANIFEST_NAME).is_file():
-        return version
-    versions = list_versions(models_dir, name)
-    return versions[-1].version if versions else None
-
-
-def set_active_version(models_dir: Path, name: str, version: str) -> None:
-    if not (models_dir / name / version / MANIFEST_NAME).is_file():
-        raise ModelError(f"model {name} has no version {version}")
-    pointer = models_dir / name / ACTIVE_FILE
-    tmp = pointer.with_name(f".{ACTIVE_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(version)
-    os.replace(tmp, pointer)
 
 
 class ModelRegistry:
@@ -94,35 +85,3 @@ class ModelRegistry:
             return self.get(name, cls)
         except ModelError:
             return None
-
-
-def tenant_model_name(base: str, tenant_id: str) -> str:
-    """Registry name of a tenant's own trained copy of ``base`` (e.g. its text generator)."""
-    return f"{base}__{tenant_id}"
-
-
-def resolve_model(
-    models_dir: Path, base: str, tenant_id: str, version: str | None = None
-) -> tuple[str, str]:
-    """``(name, version)`` to serve: the tenant's own model if it has one, else the bundled one.
-
-    An explicit ``version`` is looked up in the tenant's versions first, then the bundled ones.
-    """
-    own = tenant_model_name(base, tenant_id)
-    for name in (own, base):
-        if version is not None:
-            if (models_dir / name / version / MANIFEST_NAME).is_file():
-                return name, version
-            continue
-        active = active_version(models_dir, name)
-        if active is not None:
-            return name, active
-    if version is not None:
-        raise ModelError(f"{base} has no version {version!r} for this tenant")
-    raise ModelError(f"model {base!r} is not built (run `make models`)")
-
-
-def next_version(models_dir: Path, name: str) -> str:
-    """Zero-padded increasing versions, so that string order is age order."""
-    existing = [int(m.version) for m in list_versions(models_dir, name) if m.version.isdigit()]
-    return f"{(max(existing) + 1) if existing else 1:04d}"

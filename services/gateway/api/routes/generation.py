@@ -14,9 +14,8 @@ from services.gateway.api.deps import CeleryDep, SessionDep, SettingsDep, Writer
 from shared.bundled import GENERATORS, build_jobs, pending_build, progress_details
 from shared.db.models import Job, JobStatus
 from shared.http import ApiError
-from shared.inference.base import ModelError
-from shared.inference.registry import resolve_model
 from shared.jobs import FINAL_STATES, new_job, publish
+from shared.model_versions import ModelError, resolve_model
 from shared.schemas.generation import (
     GenerationAccepted,
     ImageGeneratorTrain,

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from shared.inference.registry import active_version
+from shared.model_versions import active_version
 
 router = APIRouter(tags=["health"])
 

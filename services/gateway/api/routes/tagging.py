@@ -31,9 +31,8 @@ from shared.db.models import (
     TagOrigin,
 )
 from shared.http import ApiError
-from shared.inference.manifest import list_versions
-from shared.inference.registry import active_version, set_active_version
 from shared.jobs import new_job, publish
+from shared.model_versions import active_version, list_versions, set_active_version
 from shared.schemas.content import ContentPublic, TagsCreate
 from shared.schemas.tagging import (
     MAX_VOCABULARY_ENTRIES,
