@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -175,7 +176,19 @@ def data_dir() -> Path:
     return Path(env) if env else DEFAULT_DATA_DIR
 
 
-def path_for(spec: DatasetSpec) -> Path:
+class Published(Protocol):
+    """What locating, checking and installing a published file needs (the interaction sets
+    here, the keyphrase archives in bench/keyphrase_data.py)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def filename(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+
+
+def path_for(spec: Published) -> Path:
     return data_dir() / spec.name / spec.filename
 
 
@@ -300,7 +313,7 @@ def status(spec: DatasetSpec) -> str:
     return "verified" if sha256_file(path) == spec.sha256 else "present, sha256 MISMATCH"
 
 
-def install(spec: DatasetSpec, data: bytes, origin: str) -> Path:
+def install(spec: Published, data: bytes, origin: str) -> Path:
     """Write `data` as the data set's file if its sha256 is the published one."""
     actual = sha256_bytes(data)
     if actual != spec.sha256:

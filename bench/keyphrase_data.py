@@ -12,18 +12,23 @@ data directory (env ATELIER_BENCH_DATA, default bench/data/, git-ignored) as
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
-import os
-import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-ENV_DATA_DIR = "ATELIER_BENCH_DATA"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
-DEFAULT_MIRROR_ROOT = Path("/work/.mirror")
+from bench.datasets import (
+    DEFAULT_MIRROR_ROOT,
+    ENV_DATA_DIR,
+    DatasetError,
+    data_dir,
+    git_show,
+    install,
+    path_for,
+    sha256_file,
+)
+
 SOURCE_REPO = "LIAAD/KeywordExtractor-Datasets"
 SOURCE_COMMIT = "8cd1e18ab750143e2075457ef5e0481754e3e966"
 LIAAD_NOTE = (
@@ -94,19 +99,6 @@ class Document:
     keyphrases: list[str]
 
 
-class DatasetError(RuntimeError):
-    """A data set is missing, is not the published archive, or does not parse."""
-
-
-def data_dir() -> Path:
-    env = os.environ.get(ENV_DATA_DIR)
-    return Path(env) if env else DEFAULT_DATA_DIR
-
-
-def path_for(spec: KeyphraseSpec) -> Path:
-    return data_dir() / spec.name / spec.filename
-
-
 def _spec(name: str) -> KeyphraseSpec:
     try:
         return DATASETS[name]
@@ -122,7 +114,7 @@ def verify(name: str) -> Path:
             f"{spec.name}: {path} is missing. Put {spec.filename} (sha256 {spec.sha256}) there.\n"
             f"  Get it from: {spec.where_to_get()}.\n  Licence: {spec.licence}"
         )
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    actual = sha256_file(path)
     if actual != spec.sha256:
         raise DatasetError(f"{spec.name}: {path} has sha256 {actual}, expected {spec.sha256}")
     return path
@@ -157,28 +149,10 @@ def load(name: str) -> list[Document]:
     return parse(_spec(name), verify(name).read_bytes())
 
 
-def install(spec: KeyphraseSpec, data: bytes, origin: str) -> Path:
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != spec.sha256:
-        raise DatasetError(f"{spec.name}: {origin} has sha256 {actual}, expected {spec.sha256}")
-    path = path_for(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
 def fetch_from_git(git_dir: Path, name: str, rev: str = "HEAD") -> Path:
     spec = _spec(name)
-    proc = subprocess.run(
-        ["git", f"--git-dir={git_dir}", "show", f"{rev}:{spec.source_path}"],
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise DatasetError(f"git show {rev}:{spec.source_path} failed: {proc.stderr.decode()}")
-    return install(spec, proc.stdout, f"{git_dir} {rev}:{spec.source_path}")
+    data = git_show(git_dir, spec.source_path, rev)
+    return install(spec, data, f"{git_dir} {rev}:{spec.source_path}")
 
 
 def fetch_mirrors(root: Path = DEFAULT_MIRROR_ROOT) -> dict[str, str]:
