@@ -40,10 +40,10 @@ from threadpoolctl import threadpool_limits
 
 from bench.machine import cpu_model
 from bench.synthetic_interactions import EVENT_TYPES, generate
+from ranking.data import build_matrix
+from ranking.models import ALS, Popularity
+from ranking.select import train_and_select
 from services.gateway.interactions import ingest
-from services.recommender.ranking.data import build_matrix
-from services.recommender.ranking.models import ALS, Popularity
-from services.recommender.ranking.select import train_and_select
 from services.recommender.service import ModelStore, Query, Recommendations, _top
 from shared.auth import create_api_key, create_tenant
 from shared.db.migrate import upgrade

@@ -35,9 +35,9 @@ import numpy as np
 from bench.datasets import DatasetError, load
 from bench.machine import cpu_model
 from bench.synthetic_interactions import Shaped, bursty, counts_no_time
-from services.recommender.ranking.data import Interactions
-from services.recommender.ranking.evaluate import Holdout, K, bootstrap_ci
-from services.recommender.ranking.report import split_for_evaluation, tune_peers
+from ranking.data import Interactions
+from ranking.evaluate import Holdout, K, bootstrap_ci
+from ranking.report import split_for_evaluation, tune_peers
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 10_000
@@ -116,7 +116,7 @@ class Suite:
         self.url = f"http://127.0.0.1:{port}"
         self.log = (var_dir / "suite.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run", "--var-dir", str(var_dir),
+            [sys.executable, "-m", "suite.cli", "run", "--var-dir", str(var_dir),
              "--gateway-port", str(port), "--recommender-port", str(reco_port),
              "--no-build-models"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -138,7 +138,7 @@ class Suite:
     def key(self, tenant: str) -> str:
         def cli(*args: str) -> str:
             out = subprocess.run(
-                [sys.executable, "-m", "shared.cli", *args],
+                [sys.executable, "-m", "suite.cli", *args],
                 cwd=ROOT, env=self.env, capture_output=True, text=True, check=True,
             )  # fmt: skip
             return out.stdout

@@ -23,11 +23,11 @@ import sklearn
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from bench.synthetic_interactions import generate
-from services.recommender.ranking.grids import Point
-from services.recommender.ranking.models import MODELS, Recommender, recommend
-from services.recommender.ranking.models import from_description as load_description
-from services.recommender.ranking.report import compare
-from services.recommender.ranking.select import train_and_select
+from ranking.grids import Point
+from ranking.models import MODELS, Recommender, recommend
+from ranking.models import from_description as load_description
+from ranking.report import compare
+from ranking.select import train_and_select
 
 
 def machine() -> str:

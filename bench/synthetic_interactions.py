@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from services.recommender.ranking.data import DEFAULT_EVENT_WEIGHTS, SECONDS_PER_DAY, Interactions
+from ranking.data import SECONDS_PER_DAY, Interactions
+from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS
 
 EVENT_TYPES: tuple[str, ...] = ("view", "like", "share", "purchase", "dislike")
 EVENT_VALUES = np.array([DEFAULT_EVENT_WEIGHTS[e] for e in EVENT_TYPES], dtype=np.float32)

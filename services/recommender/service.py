@@ -26,8 +26,8 @@ import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.recommender.ranking.data import user_row
-from services.recommender.ranking.models import (
+from ranking.data import user_row
+from ranking.models import (
     ModelFormatError,
     Popularity,
     Recommender,

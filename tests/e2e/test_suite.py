@@ -44,7 +44,7 @@ class Suite:
         self.env = env
         self.log = (var_dir / "suite.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run", "--var-dir", str(var_dir),
+            [sys.executable, "-m", "suite.cli", "run", "--var-dir", str(var_dir),
              "--gateway-port", str(self.gateway_port),
              "--recommender-port", str(self.recommender_port), "--no-build-models"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -67,7 +67,7 @@ class Suite:
 
     def cli(self, *args: str) -> str:
         out = subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args],
+            [sys.executable, "-m", "suite.cli", *args],
             cwd=ROOT, env=self.env, capture_output=True, text=True, check=True,
         )  # fmt: skip
         return out.stdout

@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 
 from services.gateway.main import create_app
 from shared.bundled import BUILD_JOB, describe, ensure_builds
-from shared.cli import app as cli
 from shared.db.models import Job, JobStatus
 from shared.db.scratch import scratch_url
 from shared.db.session import session_scope
 from shared.jobs import claim, finish
 from shared.queue import create_celery
+from suite.cli import app as cli
 from tests.conftest import REDIS_SERVER, Stack, WorkerProcess
 from tests.helpers import auth, wait_job
 

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from bench.synthetic_interactions import bursty, counts_no_time, generate
-from services.recommender.ranking.blend import scaled, tune_weights
-from services.recommender.ranking.data import (
+from ranking.blend import scaled, tune_weights
+from ranking.data import (
     SECONDS_PER_DAY,
     Event,
     Interactions,
@@ -19,15 +19,15 @@ from services.recommender.ranking.data import (
     transform_values,
     user_row,
 )
-from services.recommender.ranking.evaluate import (
+from ranking.evaluate import (
     Holdout,
     evaluate,
     make_holdout,
     per_user_split,
     time_split,
 )
-from services.recommender.ranking.grids import Point, search_space
-from services.recommender.ranking.models import (
+from ranking.grids import Point, search_space
+from ranking.models import (
     ALS,
     BPR,
     EASE,
@@ -42,7 +42,7 @@ from services.recommender.ranking.models import (
     recommend,
     top_k,
 )
-from services.recommender.ranking.select import NOISE_GAP, train_and_select
+from ranking.select import NOISE_GAP, train_and_select
 
 N_CLUSTERS = 10
 ITEMS_PER_CLUSTER = 12

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from bench.synthetic_interactions import counts_no_time
-from shared.cli import app
+from suite.cli import app
 
 
 def test_reco_evaluate_prints_product_beside_peers_on_timestampless_counts(

@@ -25,9 +25,9 @@ from celery import Task
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.recommender.ranking.data import Interactions
-from services.recommender.ranking.models import Popularity, Recommender
-from services.recommender.ranking.select import train_and_select
+from ranking.data import Interactions
+from ranking.models import Popularity, Recommender
+from ranking.select import train_and_select
 from shared.config import worker_settings
 from shared.db.models import Interaction, Job, JobStatus, ModelVersion, Tenant
 from shared.jobs import new_job, publish, report_progress

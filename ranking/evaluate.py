@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 
-from services.recommender.ranking.base import Recommender, top_k
-from services.recommender.ranking.data import Interactions, build_matrix
+from ranking.base import Recommender, top_k
+from ranking.data import Interactions, build_matrix
 
 K = 10
 # Dense (users x items) score blocks are capped at this many cells to bound memory.

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from services.recommender.ranking.base import Recommender
+from ranking.base import Recommender
 
 # Dense blocks of an items x items product are capped at this many cells to bound memory.
 MAX_BLOCK_CELLS = 16_000_000

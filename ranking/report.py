@@ -16,9 +16,9 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from services.recommender.ranking.base import Popularity, Recommender
-from services.recommender.ranking.data import Interactions
-from services.recommender.ranking.evaluate import (
+from ranking.base import Popularity, Recommender
+from ranking.data import Interactions
+from ranking.evaluate import (
     Holdout,
     Metrics,
     evaluate,
@@ -26,9 +26,9 @@ from services.recommender.ranking.evaluate import (
     make_holdout,
     per_user_split,
 )
-from services.recommender.ranking.factors import ALS, BPR
-from services.recommender.ranking.neighbours import EASE, RP3beta
-from services.recommender.ranking.select import (
+from ranking.factors import ALS, BPR
+from ranking.neighbours import EASE, RP3beta
+from ranking.select import (
     MIN_USER_EVENTS,
     VALIDATION_FRACTION,
     Selection,

@@ -112,7 +112,7 @@ def run(
     ] = True,
 ) -> None:
     """Run the whole suite on this machine (gateway, recommender, workers, beat)."""
-    from shared.supervisor import Supervisor
+    from suite.supervisor import Supervisor
 
     sup = Supervisor(
         var_dir=var_dir,
@@ -129,7 +129,7 @@ def status() -> None:
     from shared.bundled import GENERATORS, describe, pending_build
     from shared.db.session import session_scope
     from shared.model_versions import active_version
-    from shared.supervisor import SERVING_MODELS
+    from suite.supervisor import SERVING_MODELS
 
     settings = _settings()
     base = settings.models_dir
@@ -176,7 +176,7 @@ def reco_evaluate(
 ) -> None:
     """The model Atelier selects next to tuned peers (implicit ALS/BPR, EASE, RP3beta,
     popularity) on each user's latest 20% of events: NDCG@10 with 95% CIs, recall, coverage."""
-    from services.recommender.ranking.report import evaluate_csv
+    from ranking.report import evaluate_csv
 
     if not interactions.is_file():
         typer.echo(f"no such file: {interactions}", err=True)

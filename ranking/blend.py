@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from services.recommender.ranking.base import Recommender
-from services.recommender.ranking.evaluate import Holdout, Metrics, evaluate_variants
+from ranking.base import Recommender
+from ranking.evaluate import Holdout, Metrics, evaluate_variants
 
 
 def _row_scale(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,8 +15,8 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from sklearn.decomposition import TruncatedSVD
 
-from services.recommender.ranking.base import Recommender, as_rows
-from services.recommender.ranking.data import transform_values
+from ranking.base import Recommender, as_rows
+from ranking.data import transform_values
 
 
 def _cosine_top(factors: np.ndarray, item_idx: int) -> np.ndarray:

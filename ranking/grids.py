@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from services.recommender.ranking.base import Recommender
-from services.recommender.ranking.data import transform_values
-from services.recommender.ranking.models import MODELS
+from ranking.base import Recommender
+from ranking.data import transform_values
+from ranking.models import MODELS
 
 # EASE costs O(items^3): seconds at 5-8k items, minutes at 15k, on one core. Above this many
 # items it models the most popular ones only.

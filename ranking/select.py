@@ -21,10 +21,10 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from services.recommender.ranking.base import Popularity, Recommender
-from services.recommender.ranking.blend import Blend, tune_weights
-from services.recommender.ranking.data import InteractionMatrix, Interactions, build_matrix
-from services.recommender.ranking.evaluate import (
+from ranking.base import Popularity, Recommender
+from ranking.blend import Blend, tune_weights
+from ranking.data import InteractionMatrix, Interactions, build_matrix
+from ranking.evaluate import (
     Holdout,
     Metrics,
     evaluate,
@@ -33,7 +33,7 @@ from services.recommender.ranking.evaluate import (
     paired_difference_ci,
     per_user_split,
 )
-from services.recommender.ranking.grids import (
+from ranking.grids import (
     DEFAULT_CANDIDATES,
     Point,
     Search,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.recommender.ranking.base import (
+from ranking.base import (
     ModelFormatError,
     NotFittedError,
     Popularity,
@@ -10,9 +10,9 @@ from services.recommender.ranking.base import (
     recommend,
     top_k,
 )
-from services.recommender.ranking.blend import Blend
-from services.recommender.ranking.factors import ALS, BPR, PureSVD
-from services.recommender.ranking.neighbours import EASE, ItemKNN, RP3beta
+from ranking.blend import Blend
+from ranking.factors import ALS, BPR, PureSVD
+from ranking.neighbours import EASE, ItemKNN, RP3beta
 
 MODELS: dict[str, type[Recommender]] = Recommender.registry
 load_model = Recommender.load

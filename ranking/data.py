@@ -11,16 +11,11 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-SECONDS_PER_DAY = 86_400.0
+# The API's event types and their default weights: one definition, so an event the API accepts
+# (`rating`) is never one that training refuses.
+from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS
 
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "view": 1.0,
-    "click": 1.0,
-    "like": 3.0,
-    "share": 4.0,
-    "purchase": 5.0,
-    "dislike": -5.0,
-}
+SECONDS_PER_DAY = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)

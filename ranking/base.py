@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from services.recommender.ranking.data import VALUE_TRANSFORMS, decay_factors, transform_values
+from ranking.data import VALUE_TRANSFORMS, decay_factors, transform_values
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.json"
