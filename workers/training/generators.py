@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.config import worker_settings
-from shared.db.models import ContentItem, Job, ModelVersion, Tag, TagOrigin
+from shared.db.model_versions import record_version
+from shared.db.models import ContentItem, Job, Tag, TagOrigin
 from shared.inference.manifest import Manifest
 from shared.inference.registry import next_version, set_active_version, tenant_model_name
 from shared.jobs import report_progress
@@ -81,17 +82,14 @@ def _checkpoint_dir(ctx: WorkerContext, job: Job) -> Path:
 
 
 def _record(session: Session, job: Job, manifest: Manifest, name: str, kind: str) -> None:
-    session.query(ModelVersion).filter(ModelVersion.name == name).update({"active": False})
-    session.add(
-        ModelVersion(
-            tenant_id=job.tenant_id,
-            name=name,
-            version=manifest.version,
-            kind=kind,
-            metrics=manifest.metrics,
-            active=True,
-            job_id=job.id,
-        )
+    record_version(
+        session,
+        tenant_id=job.tenant_id,
+        name=name,
+        version=manifest.version,
+        kind=kind,
+        metrics=manifest.metrics,
+        job_id=job.id,
     )
 
 

@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 from celery import Task
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ranking.data import Interactions
 from ranking.models import Popularity, Recommender
 from ranking.select import train_and_select
 from shared.config import worker_settings
+from shared.db.model_versions import record_version
 from shared.db.models import Interaction, Job, JobStatus, ModelVersion, Tenant
 from shared.jobs import new_job, publish, report_progress
 from shared.recommender_config import get_config
@@ -206,18 +207,15 @@ def save_version(
         raise
 
     name = model_name(tenant_id)
-    if activate:
-        session.execute(update(ModelVersion).where(ModelVersion.name == name).values(active=False))
-    session.add(
-        ModelVersion(
-            tenant_id=tenant_id,
-            name=name,
-            version=version,
-            kind=best,
-            metrics=metrics,
-            active=activate,
-            job_id=job_id,
-        )
+    record_version(
+        session,
+        tenant_id=tenant_id,
+        name=name,
+        version=version,
+        kind=best,
+        metrics=metrics,
+        job_id=job_id,
+        activate=activate,
     )
     session.commit()
     return version

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 from celery import Celery
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from shared.db.model_versions import record_version
 from shared.db.models import (
     Embedding,
     Job,
@@ -39,6 +40,7 @@ from shared.db.models import (
     TaggerExample,
     TagOrigin,
 )
+from shared.db.taggers import labelled_items, short_labels, training_model
 from shared.inference.manifest import Manifest, list_versions, publish_model_dir, write_manifest
 from shared.inference.registry import set_active_version
 from shared.jobs import new_job, publish, report_progress
@@ -83,28 +85,7 @@ class TrainingSet:
 def gather_examples(session: Session, tagger: Tagger) -> TrainingSet:
     """Every labelled item of the tagger with its stored embedding of the tagger's space."""
     labels = list(tagger.labels)
-    wanted = set(labels)
-    positive: dict[str, set[str]] = {}
-    negative: dict[str, set[str]] = {}
-    for cid, label in session.execute(
-        select(TaggerExample.content_id, TaggerExample.label).where(
-            TaggerExample.tagger_id == tagger.id
-        )
-    ):
-        if label in wanted:
-            positive.setdefault(cid, set()).add(label)
-    for cid, name, origin in session.execute(
-        select(Tag.content_id, Tag.name, Tag.origin).where(
-            Tag.tenant_id == tagger.tenant_id,
-            Tag.name.in_(labels),
-            Tag.origin != TagOrigin.auto,
-        )
-    ):
-        (negative if origin == TagOrigin.rejected else positive).setdefault(cid, set()).add(name)
-    # A rejection is the latest deliberate word on that pair; it overrides an older example.
-    for cid, names in negative.items():
-        if cid in positive:
-            positive[cid] -= names
+    positive, negative = labelled_items(session, tagger)
     ids = sorted(set(positive) | set(negative))
 
     vectors: dict[str, tuple[str, bytes]] = {}
@@ -116,9 +97,7 @@ def gather_examples(session: Session, tagger: Tagger) -> TrainingSet:
             )
         ):
             vectors[cid] = (model, vec)
-    # Vectors of two model versions do not share a space; train on the most common one.
-    models = [m for m, _ in vectors.values()]
-    model = max(set(models), key=models.count) if models else ""
+    model = training_model(m for m, _ in vectors.values())
     kept = [cid for cid in ids if cid in vectors and vectors[cid][0] == model]
     dim = len(vectors[kept[0]][1]) // 4 if kept else 0
     x = np.zeros((len(kept), dim), dtype=np.float32)
@@ -146,8 +125,7 @@ def gather_examples(session: Session, tagger: Tagger) -> TrainingSet:
 def check_enough(ts: TrainingSet, tagger_id: str) -> None:
     short = [
         f"{label!r} has {c['positives']} positive and {c['negatives']} negative"
-        for label, c in ts.per_label.items()
-        if min(c["positives"], c["negatives"]) < MIN_EXAMPLES_PER_LABEL
+        for label, c in short_labels(ts.per_label).items()
     ]
     if short:
         skipped = (
@@ -341,17 +319,14 @@ def train_tagger(
                 attribution="scikit-learn LogisticRegression, exported with skl2onnx",
             ),
         )
-    session.execute(update(ModelVersion).where(ModelVersion.name == name).values(active=False))
-    session.add(
-        ModelVersion(
-            tenant_id=tagger.tenant_id,
-            name=name,
-            version=version,
-            kind=KIND,
-            metrics=metrics,
-            active=True,
-            job_id=job_id,
-        )
+    record_version(
+        session,
+        tenant_id=tagger.tenant_id,
+        name=name,
+        version=version,
+        kind=KIND,
+        metrics=metrics,
+        job_id=job_id,
     )
     tagger.trained_at = started
     session.commit()
