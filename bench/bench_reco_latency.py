@@ -44,7 +44,10 @@ from ranking.data import build_matrix
 from ranking.models import ALS, Popularity
 from ranking.select import train_and_select
 from services.gateway.interactions import ingest
-from services.recommender.service import ModelStore, Query, Recommendations, _top
+from services.recommender.candidates import Query
+from services.recommender.candidates import top_indices as _top
+from services.recommender.recommendations import Recommendations
+from services.recommender.store import ModelStore
 from shared.auth import create_api_key, create_tenant
 from shared.db.migrate import upgrade
 from shared.db.scratch import DEFAULT_SERVER, libpq, scratch_database

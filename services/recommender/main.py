@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
+from services.recommender.api.errors import install_domain_error_handler
 from services.recommender.api.routes import health, recommend
-from services.recommender.service import ModelStore
+from services.recommender.store import ModelStore
 from shared.config import RecommenderSettings, recommender_settings
 from shared.db.session import get_sessionmaker
 from shared.http import RequestMetrics, install_error_handlers
@@ -33,6 +34,7 @@ def create_app(settings: RecommenderSettings | None = None) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry()
     RequestMetrics(app.state.metrics_registry, "recommender").install(app)
     install_error_handlers(app)
+    install_domain_error_handler(app)
     app.include_router(health.router)
     app.include_router(recommend.router)
     return app

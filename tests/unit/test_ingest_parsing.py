@@ -10,7 +10,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from services.gateway.interactions import Event, validate_events
-from services.recommender.service import _top
+from services.recommender.candidates import top_indices as _top
 from shared.http import ApiError
 from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS, InteractionIn
 

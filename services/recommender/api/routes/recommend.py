@@ -14,8 +14,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter
 
-from services.recommender.service import ModelStore, Recommendations
-from services.recommender.service import Query as RecoQuery
+from services.recommender.candidates import Query as RecoQuery
+from services.recommender.recommendations import Recommendations
+from services.recommender.store import ModelStore
 from shared.http import ApiError
 from shared.schemas.recommendations import TENANT_HEADER, RecommendationList
 
