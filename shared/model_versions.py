@@ -16,14 +16,17 @@ from shared.inference.manifest import MANIFEST_NAME, Manifest, list_versions, re
 __all__ = [
     "ACTIVE_FILE",
     "MANIFEST_NAME",
+    "TAGGER_MODEL_PREFIX",
     "Manifest",
     "ModelError",
     "active_version",
     "list_versions",
     "next_version",
     "read_manifest",
+    "recommender_model_name",
     "resolve_model",
     "set_active_version",
+    "tagger_model_name",
     "tenant_model_name",
 ]
 
@@ -53,6 +56,19 @@ def set_active_version(models_dir: Path, name: str, version: str) -> None:
     tmp = pointer.with_name(f".{ACTIVE_FILE}.{os.getpid()}.tmp")
     tmp.write_text(version)
     os.replace(tmp, pointer)
+
+
+TAGGER_MODEL_PREFIX = "tagger_"
+
+
+def tagger_model_name(tagger_id: str) -> str:
+    """Registry name of a tenant tagger's versions."""
+    return f"{TAGGER_MODEL_PREFIX}{tagger_id}"
+
+
+def recommender_model_name(tenant_id: str) -> str:
+    """Name of a tenant's recommender in ``model_versions`` (its files are not in the registry)."""
+    return f"recommender:{tenant_id}"
 
 
 def tenant_model_name(base: str, tenant_id: str) -> str:

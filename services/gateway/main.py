@@ -19,8 +19,12 @@ from services.gateway.api.routes import (
     generation,
     health,
     jobs,
+    models,
     recommendations,
-    tagging,
+    similar,
+    tag_review,
+    taggers,
+    vocabulary,
     webhooks,
 )
 from services.gateway.recommender_client import RecommenderClient
@@ -78,7 +82,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(content.router)
     app.include_router(jobs.router)
     app.include_router(recommendations.router)
-    app.include_router(tagging.router)
+    app.include_router(vocabulary.router)
+    app.include_router(tag_review.router)
+    app.include_router(similar.router)
+    app.include_router(taggers.router)
+    app.include_router(models.router)
     app.include_router(generation.router)
     app.include_router(webhooks.router)
     return app

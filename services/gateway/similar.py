@@ -14,9 +14,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.gateway import crud
+from services.gateway.errors import Conflict, Invalid
 from shared import vectors
+from shared.db.models import ContentItem, ContentStatus, Embedding
+from shared.schemas.tagging import SimilarItem, SimilarPage, Space
 from shared.vectors import Key, VectorSet
 
 
@@ -89,3 +94,57 @@ def _top(
     best = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
     best = best[np.argsort(-scores[best], kind="stable")]
     return [(ids[i], float(scores[i])) for i in best if ids[i] != exclude][:limit]
+
+
+def similar_page(
+    session: Session,
+    index: SimilarIndex,
+    *,
+    tenant_id: str,
+    content_id: str,
+    space: Space,
+    limit: int,
+) -> SimilarPage:
+    """The tenant's items nearest to this one in ``space``, best first."""
+    item = crud.get_content(session, tenant_id=tenant_id, content_id=content_id)
+    own = session.get(Embedding, (item.id, space))
+    if own is None:
+        if item.status == ContentStatus.pending:
+            raise Conflict(
+                f"content {content_id} is still being tagged; its {space} embedding will exist "
+                "when its job has finished",
+                code="not_ready",
+            )
+        raise Invalid(
+            f"content {content_id} has no {space} embedding"
+            + (" (it has no image)" if space == "image" else " (it has no text or title)"),
+        )
+    hits = index.nearest(
+        session,
+        tenant_id=tenant_id,
+        space=space,
+        model=own.model,
+        query=np.frombuffer(own.vector, dtype="<f4"),
+        exclude=item.id,
+        limit=limit,
+    )
+    ids = [cid for cid, _ in hits]
+    found = {
+        c.id: c for c in session.scalars(select(ContentItem).where(ContentItem.id.in_(ids))).all()
+    }
+    return SimilarPage(
+        content_id=item.id,
+        space=space,
+        model=own.model,
+        items=[
+            SimilarItem(
+                id=cid,
+                external_id=found[cid].external_id,
+                kind=found[cid].kind,
+                title=found[cid].title,
+                score=round(score, 6),
+            )
+            for cid, score in hits
+            if cid in found
+        ],
+    )

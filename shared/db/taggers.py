@@ -72,13 +72,12 @@ def embedding_models(session: Session, ids: list[str], space: str) -> dict[str, 
     out: dict[str, str] = {}
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
-        out.update(
-            session.execute(
-                select(Embedding.content_id, Embedding.model).where(
-                    Embedding.content_id.in_(chunk), Embedding.space == space
-                )
-            ).tuples()
-        )
+        for cid, model in session.execute(
+            select(Embedding.content_id, Embedding.model).where(
+                Embedding.content_id.in_(chunk), Embedding.space == space
+            )
+        ):
+            out[cid] = model
     return out
 
 

@@ -220,25 +220,3 @@ class TaggerPublic(BaseModel):
 
 class TaggerList(BaseModel):
     items: list[TaggerPublic]
-
-
-class TrainAccepted(BaseModel):
-    job_id: str
-    status: str
-
-
-class ModelVersionPublic(BaseModel):
-    name: str
-    version: str
-    kind: str
-    active: bool
-    scope: Literal["bundled", "tenant"] = Field(
-        description="bundled models serve every tenant; tenant models only their owner"
-    )
-    metrics: dict[str, Any]
-    job_id: str | None = None
-    created_at: datetime | str | None = None
-
-
-class ModelList(BaseModel):
-    items: list[ModelVersionPublic]

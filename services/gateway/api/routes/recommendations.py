@@ -14,32 +14,25 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select, update
 
+from services.gateway import model_versions
 from services.gateway.api.deps import CeleryDep, ReaderDep, SessionDep, SettingsDep, WriterDep
 from services.gateway.interactions import ingest
 from services.gateway.recommender_client import RecommenderClient
-from shared.db.models import ModelVersion
 from shared.http import ApiError
 from shared.jobs import new_job, publish
 from shared.recommender_config import get_config, put_config
+from shared.schemas.model_versions import ModelVersionPublic, TrainAccepted
 from shared.schemas.recommendations import (
     TENANT_HEADER,
     InteractionsAccepted,
-    ModelVersionPublic,
     RecommendationList,
     RecommenderConfigIn,
     RecommenderConfigPublic,
-    TrainAccepted,
     TrainRequest,
 )
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-
-
-def model_name(tenant_id: str) -> str:
-    """Registry name of a tenant's recommender in ``model_versions``."""
-    return f"recommender:{tenant_id}"
 
 
 INTERACTIONS_DOC = {
@@ -146,28 +139,9 @@ def train(
     return TrainAccepted(job_id=job.id, status=job.status)
 
 
-def _version_public(mv: ModelVersion) -> ModelVersionPublic:
-    return ModelVersionPublic(
-        version=mv.version,
-        model=mv.kind,
-        active=mv.active,
-        metrics=mv.metrics or {},
-        job_id=mv.job_id,
-        created_at=mv.created_at,
-    )
-
-
 @router.get("/recommender/models", response_model=list[ModelVersionPublic])
 def list_models(principal: ReaderDep, session: SessionDep) -> list[ModelVersionPublic]:
-    rows = session.scalars(
-        select(ModelVersion)
-        .where(
-            ModelVersion.tenant_id == principal.tenant_id,
-            ModelVersion.name == model_name(principal.tenant_id),
-        )
-        .order_by(ModelVersion.version.desc())
-    ).all()
-    return [_version_public(mv) for mv in rows]
+    return model_versions.recommender_versions(session, tenant_id=principal.tenant_id)
 
 
 @router.post("/recommender/models/{version}:activate", response_model=ModelVersionPublic)
@@ -176,27 +150,9 @@ def activate_model(
 ) -> ModelVersionPublic:
     """Serve this version from now on (roll back or forward); the recommender follows within
     its model check interval, without a restart."""
-    name = model_name(principal.tenant_id)
-    mv = session.scalars(
-        select(ModelVersion).where(
-            ModelVersion.tenant_id == principal.tenant_id,
-            ModelVersion.name == name,
-            ModelVersion.version == version,
-        )
-    ).first()
-    if mv is None:
-        raise ApiError(404, f"model version {version} not found")
-    artefact = settings.models_dir / "recommender" / principal.tenant_id / version
-    if not (artefact / "meta.json").is_file():
-        raise ApiError(409, f"the files of model version {version} are gone; train a new one")
-    session.execute(
-        update(ModelVersion)
-        .where(ModelVersion.name == name, ModelVersion.id != mv.id)
-        .values(active=False)
+    return model_versions.activate_recommender_version(
+        session, settings.models_dir, tenant_id=principal.tenant_id, version=version
     )
-    mv.active = True
-    session.commit()
-    return _version_public(mv)
 
 
 async def _forward(request: Request, tenant_id: str, path: str) -> Response:
