@@ -10,11 +10,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from shared.db.models import ContentItem, Job, Tag, TagOrigin
-from shared.http import ApiError
+from services.gateway.errors import Invalid, NotFound, TooLarge
+from shared.db.models import VISIBLE_ORIGINS, ContentItem, Job, Tag, TagOrigin
 from shared.schemas.content import AssetPublic, ContentPublic, TagLevel, TagPublic
-
-VISIBLE_ORIGINS = (TagOrigin.auto, TagOrigin.manual, TagOrigin.accepted)
 
 # The tagger's working copy is internal and short-lived (shared/imaging.py).
 PUBLIC_ASSET_ROLES = frozenset({"original", "thumbnail"})
@@ -27,7 +25,7 @@ def get_content(session: Session, *, tenant_id: str, content_id: str) -> Content
         .options(selectinload(ContentItem.assets), selectinload(ContentItem.tags))
     ).first()
     if item is None:
-        raise ApiError(404, f"content {content_id} not found")
+        raise NotFound(f"content {content_id} not found")
     return item
 
 
@@ -49,7 +47,7 @@ def get_job(session: Session, *, tenant_id: str, job_id: str, system: bool = Fal
         owner = or_(owner, Job.tenant_id.is_(None))
     job = session.scalars(select(Job).where(Job.id == job_id, owner)).first()
     if job is None:
-        raise ApiError(404, f"job {job_id} not found")
+        raise NotFound(f"job {job_id} not found")
     return job
 
 
@@ -118,7 +116,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         ts, cid = json.loads(raw)
         return datetime.fromisoformat(ts), str(cid)
     except (ValueError, TypeError) as exc:
-        raise ApiError(422, "invalid cursor; pass back next_cursor unchanged") from exc
+        raise Invalid("invalid cursor; pass back next_cursor unchanged") from exc
 
 
 def list_content(
@@ -166,11 +164,11 @@ def parse_metadata(raw: str | None, *, max_bytes: int) -> dict[str, Any]:
     if raw is None or raw == "":
         return {}
     if len(raw.encode()) > max_bytes:
-        raise ApiError(413, f"metadata exceeds {max_bytes} bytes")
+        raise TooLarge(f"metadata exceeds {max_bytes} bytes")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ApiError(422, f"metadata is not valid JSON: {exc}", code="invalid_metadata") from exc
+        raise Invalid(f"metadata is not valid JSON: {exc}", code="invalid_metadata") from exc
     if not isinstance(value, dict):
-        raise ApiError(422, "metadata must be a JSON object", code="invalid_metadata")
+        raise Invalid("metadata must be a JSON object", code="invalid_metadata")
     return value

@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from shared.http import ApiError
+from services.gateway.errors import Invalid, UnsupportedMedia
 from shared.imaging import decode_opened
 
 ALLOWED_FORMATS = {
@@ -54,32 +54,28 @@ def read_image(f: BinaryIO, *, max_pixels: int, min_size: int) -> tuple[ImageInf
             im = Image.open(f)
         except UnidentifiedImageError as exc:
             if _looks_like_allowed(f):
-                raise ApiError(
-                    422,
+                raise Invalid(
                     "the file starts like an image we accept but cannot be decoded",
                     code="corrupt_image",
                 ) from exc
-            raise ApiError(
-                415,
+            raise UnsupportedMedia(
                 "the file is not an image we accept; send JPEG, PNG, WebP or GIF",
                 details={"allowed": sorted(ALLOWED_FORMATS.values())},
             ) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ApiError(422, f"image rejected as a decompression bomb: {exc}") from exc
+            raise Invalid(f"image rejected as a decompression bomb: {exc}") from exc
         except OSError as exc:
-            raise ApiError(422, f"the image cannot be read: {exc}", code="corrupt_image") from exc
+            raise Invalid(f"the image cannot be read: {exc}", code="corrupt_image") from exc
         if im.format not in ALLOWED_FORMATS:
-            raise ApiError(
-                415,
+            raise UnsupportedMedia(
                 f"{im.format} images are not accepted; send JPEG, PNG, WebP or GIF",
                 details={"allowed": sorted(ALLOWED_FORMATS.values())},
             )
         width, height = im.size
         if width < 1 or height < 1:
-            raise ApiError(422, "the image has no pixels", code="corrupt_image")
+            raise Invalid("the image has no pixels", code="corrupt_image")
         if width * height > max_pixels:
-            raise ApiError(
-                422,
+            raise Invalid(
                 f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
                 code="too_many_pixels",
             )
@@ -87,10 +83,10 @@ def read_image(f: BinaryIO, *, max_pixels: int, min_size: int) -> tuple[ImageInf
         try:
             image, (width, height) = decode_opened(im, min_size=min_size)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ApiError(422, f"image rejected as a decompression bomb: {exc}") from exc
+            raise Invalid(f"image rejected as a decompression bomb: {exc}") from exc
         except (OSError, SyntaxError, ValueError) as exc:
-            raise ApiError(
-                422, f"the image is truncated or corrupt: {exc}", code="corrupt_image"
+            raise Invalid(
+                f"the image is truncated or corrupt: {exc}", code="corrupt_image"
             ) from exc
     f.seek(0)
     info = ImageInfo(format=fmt, mime_type=ALLOWED_FORMATS[fmt], width=width, height=height)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from services.gateway.errors import Invalid
 from shared.db.models import VocabularyEntry, VocabularyFacet
-from shared.http import ApiError
 from shared.schemas.tagging import (
     FacetPublic,
     Vocabulary,
@@ -59,22 +59,21 @@ def check_vocabulary(body: VocabularyIn) -> None:
     names = [e.name for e in body.entries]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ApiError(422, f"vocabulary names repeat: {', '.join(repeated)}")
+        raise Invalid(f"vocabulary names repeat: {', '.join(repeated)}")
     facet_names = [f.name for f in body.facets]
     repeated = sorted({n for n in facet_names if facet_names.count(n) > 1})
     if repeated:
-        raise ApiError(422, f"facet names repeat: {', '.join(repeated)}")
+        raise Invalid(f"facet names repeat: {', '.join(repeated)}")
     modes = {f.name: f.mode for f in body.facets}
     for f in body.facets:
         if f.mode == "multi" and (f.allow_none or f.none_below is not None):
             # A multi facet already answers nothing when no entry reaches its threshold.
-            raise ApiError(422, f"facet {f.name!r}: allow_none/none_below are for single facets")
+            raise Invalid(f"facet {f.name!r}: allow_none/none_below are for single facets")
         if f.none_below is not None and not f.allow_none:
-            raise ApiError(422, f"facet {f.name!r}: none_below needs allow_none: true")
+            raise Invalid(f"facet {f.name!r}: none_below needs allow_none: true")
     unknown = sorted({e.facet for e in body.entries if e.facet and e.facet not in modes})
     if unknown:
-        raise ApiError(
-            422,
+        raise Invalid(
             f"entries name undefined facet(s) {', '.join(map(repr, unknown))}; define them "
             'in "facets"',
             details={"unknown_facets": unknown},
@@ -85,8 +84,7 @@ def check_vocabulary(body: VocabularyIn) -> None:
         if e.threshold is not None and modes.get(e.facet or "") == "single"
     )
     if in_single:
-        raise ApiError(
-            422,
+        raise Invalid(
             f"entries of a single facet have no threshold (the facet answers its best entry; "
             f"use allow_none and none_below): {', '.join(in_single)}",
         )
