@@ -4,7 +4,7 @@
         [--db sqlite|postgresql]
 
 Each tagging job finds, for each image of its batch, the oldest image of the tenant whose 64-bit
-pHash is within Hamming distance 6 (``workers.tagging.pipeline._DuplicateScan``). "full scan"
+pHash is within Hamming distance 6 (``workers.tagging.duplicates.DuplicateScan``). "full scan"
 reads every pHash of the tenant and compares them in numpy (what every job did before); "pHash
 blocks" reads only the rows that share a 16-bit block within 1 bit with one of the batch's
 pHashes (multi-index hashing: ``shared/phash_index.py``), then compares those. Both give the
@@ -43,7 +43,7 @@ from shared.auth import create_tenant  # noqa: E402
 from shared.db.models import ContentItem, ContentKind, new_id, utcnow  # noqa: E402
 from shared.db.scratch import scratch_url  # noqa: E402
 from shared.db.session import session_scope  # noqa: E402
-from workers.tagging.pipeline import _DuplicateScan  # noqa: E402
+from workers.tagging.duplicates import DuplicateScan  # noqa: E402
 
 MAX_DISTANCE = 6
 INSERT_ROWS = 20_000
@@ -89,7 +89,7 @@ def _batch(
 def _lookup(s: Session, items: list[ContentItem], *, indexed: bool) -> tuple[list[Any], int]:
     # The full scan is the path taken past the index's radius; forced here at distance 6.
     with mock.patch.object(phash_index, "indexable", return_value=indexed):
-        scan = _DuplicateScan.load(s, items, max_distance=MAX_DISTANCE)
+        scan = DuplicateScan.load(s, items, max_distance=MAX_DISTANCE)
         found = [scan.match(it, max_distance=MAX_DISTANCE) for it in items]
     return found, len(scan.ids)
 

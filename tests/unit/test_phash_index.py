@@ -14,8 +14,8 @@ from shared import phash_index
 from shared.auth import create_tenant
 from shared.db.models import ContentItem, ContentKind, new_id, utcnow
 from shared.db.session import session_scope
-from workers.tagging import pipeline
-from workers.tagging.pipeline import _DuplicateScan
+from workers.tagging import duplicates
+from workers.tagging.duplicates import DuplicateScan
 
 
 def _flip(h: int, bits: int, rng: random.Random) -> int:
@@ -103,11 +103,11 @@ def test_indexed_scan_answers_as_the_full_scan(
         for item, h in zip(items, batch_hashes, strict=True):
             item.phash = h  # set as prepare_images does: new values, not flushed yet
 
-        indexed = _DuplicateScan.load(s, items, max_distance=d)
+        indexed = DuplicateScan.load(s, items, max_distance=d)
         got = [indexed.match(it, max_distance=d) for it in items]
         with monkeypatch.context() as m:
-            m.setattr(pipeline.phash_index, "indexable", lambda _d: False)
-            full = _DuplicateScan.load(s, items, max_distance=d)
+            m.setattr(duplicates.phash_index, "indexable", lambda _d: False)
+            full = DuplicateScan.load(s, items, max_distance=d)
         want = [full.match(it, max_distance=d) for it in items]
 
         assert got == want
@@ -120,14 +120,14 @@ def test_indexed_scan_answers_as_the_full_scan(
 
         # Past the index's radius the full scan still answers.
         assert not phash_index.indexable(12)
-        wide = _DuplicateScan.load(s, items[:1], max_distance=12)
+        wide = DuplicateScan.load(s, items[:1], max_distance=12)
         assert len(wide.ids) == len(rows) + 1  # every stored pHash, and the item itself
         # So does a batch whose block values would pass the query's parameter limit.
         many = items + [ContentItem(tenant_id=tenant, kind=ContentKind.image) for _ in range(60)]
         for extra in many[len(items) :]:
             extra.phash = _hex(rng.getrandbits(64))
         assert phash_index.indexable(10)
-        wide = _DuplicateScan.load(s, many, max_distance=10)
+        wide = DuplicateScan.load(s, many, max_distance=10)
         assert len(wide.ids) == len(rows) + len(items)
         s.rollback()
         assert s.scalar(select(ContentItem.phash).where(ContentItem.id == items[0].id)) is None

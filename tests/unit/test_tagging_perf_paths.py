@@ -33,8 +33,9 @@ from shared.imaging import (
     thumbnail,
 )
 from workers.context import WorkerContext
+from workers.tagging.duplicates import find_near_duplicate
 from workers.tagging.image import RESIZE_SIZE
-from workers.tagging.pipeline import find_near_duplicate, prepare_images
+from workers.tagging.preparation import prepare_images
 
 skdata = pytest.importorskip("skimage.data")
 
