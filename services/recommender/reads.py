@@ -14,11 +14,11 @@ import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.db.models import ContentItem, Interaction, Tag, TagOrigin
+from shared.db.models import VISIBLE_ORIGINS as VISIBLE_TAGS
+from shared.db.models import ContentItem, Interaction, Tag
 
 # A user's newest events folded in at request time; older ones are in the trained model anyway.
 MAX_HISTORY = 500
-VISIBLE_TAGS = (TagOrigin.auto, TagOrigin.manual, TagOrigin.accepted)
 
 
 @dataclass

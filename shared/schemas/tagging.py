@@ -30,6 +30,13 @@ def normalise_tag(name: str) -> str:
     return " ".join(name.split()).lower()
 
 
+def _nonblank_tag(name: str) -> str:
+    name = normalise_tag(name)
+    if not name:
+        raise ValueError("name is blank")
+    return name
+
+
 class VocabularyEntryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,10 +69,7 @@ class VocabularyEntryIn(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        v = normalise_tag(v)
-        if not v:
-            raise ValueError("name is blank")
-        return v
+        return _nonblank_tag(v)
 
     @field_validator("descriptions")
     @classmethod
@@ -93,10 +97,7 @@ class FacetIn(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        v = normalise_tag(v)
-        if not v:
-            raise ValueError("name is blank")
-        return v
+        return _nonblank_tag(v)
 
 
 class VocabularyIn(BaseModel):
