@@ -24,14 +24,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from ranking.models import ModelFormatError, Popularity, Recommender, load_model
 from services.recommender.reads import ItemRow
 from shared.db.models import Embedding, Interaction, ModelVersion
+from shared.model_versions import recommender_model_name
 from shared.recommender_config import TenantConfig, get_config
 from shared.vectors import Key, VectorSet
 
 log = logging.getLogger(__name__)
-
-
-def model_name(tenant_id: str) -> str:
-    return f"recommender:{tenant_id}"
 
 
 @dataclass
@@ -174,7 +171,10 @@ class ModelStore:
         st.config = get_config(session, tenant_id=tenant_id)
         active = session.scalars(
             select(ModelVersion.version)
-            .where(ModelVersion.name == model_name(tenant_id), ModelVersion.active.is_(True))
+            .where(
+                ModelVersion.name == recommender_model_name(tenant_id),
+                ModelVersion.active.is_(True),
+            )
             .order_by(ModelVersion.version.desc())
             .limit(1)
         ).first()
