@@ -1,6 +1,6 @@
 """Generator throughput, side by side on one machine: ours, raw onnxruntime, torch eager.
 
-    python bench/bench_generators.py [--repeats 5] [--length 200] [--threads 1]
+    python bench/bench_generator_speed.py [--repeats 5] [--length 200] [--threads 1]
 
 Text: generated characters per second at batch 1 and 16 for ``TextGenerator.generate``, a bare
 ORT step loop and a torch eager step loop, all sampling at temperature 1 from the same weights.
@@ -38,6 +38,7 @@ from workers.generation.text import TextGenerator
 from workers.training import gan, rnn
 from workers.training.build.image_generator import openmoji_svgs
 from workers.training.build.text_generator import load_fortunes
+from workers.training.text_data import stream_layout
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"medians of {args.repeats} repeats after one warm-up\n")
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_generators."))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_generator_speed."))
     # ---- text
     tcfg = rnn.RNNConfig()
     model = rnn.CharGRU(tcfg).eval()
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = load_fortunes()
     train, _ = rnn.split_texts(texts, tcfg.val_fraction, tcfg.seed)
     n_bytes = len(rnn.encode_documents(train))
-    steps_per_epoch = len(rnn._batches_for_epoch(n_bytes, tcfg, 0))
+    _, steps_per_epoch = stream_layout(n_bytes, tcfg.batch_size, tcfg.seq_len)
     t_step = text_train_step_time(tcfg, args.repeats)
     n_icons = len(openmoji_svgs())
     gan_steps = max(1, round(n_icons * (1 - icfg.val_fraction) / icfg.batch_size))

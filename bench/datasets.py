@@ -40,6 +40,10 @@ AG_NEWS_LICENCE = (
     "AG's News Topic Classification Dataset (Zhang, Zhao & LeCun, NIPS 2015, from A. Gulli's AG "
     "corpus): for non-commercial research use, as its readme says; never committed here."
 )
+TINY_SHAKESPEARE_LICENCE = (
+    "Shakespeare's plays are in the public domain; this concatenation is Andrej Karpathy's "
+    "char-rnn data file (MIT-licensed repository). Kept out of git like the others."
+)
 HETREC_LICENCE = (
     "HetRec 2011 Last.fm 2K (GroupLens, Cantador/Brusilovsky/Kuflik, RecSys 2011): "
     "non-commercial research use under Last.fm's terms; never committed here."
@@ -162,6 +166,26 @@ DATASETS: dict[str, DatasetSpec] = {
                 "classification data sets (Character-level Convolutional Networks for Text "
                 "Classification, NIPS 2015)"
             ),
+        ),
+        DatasetSpec(
+            # A character-level language-model corpus (1.1 MB of plays); the standard split is
+            # its first 90% for training and the last 10% for validation. Read it with
+            # load_tiny_shakespeare().
+            name="tinyshakespeare",
+            filename="input.txt",
+            sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+            rows=40_000,  # lines
+            n_users=0,
+            n_items=0,
+            sep="",
+            header=False,
+            has_timestamps=False,
+            values="plain text, 1,115,394 characters",
+            licence=TINY_SHAKESPEARE_LICENCE,
+            source_repo="karpathy/char-rnn",
+            source_path="data/tinyshakespeare/input.txt",
+            source_commit="6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e",
+            original="github.com/karpathy/char-rnn data/tinyshakespeare/input.txt",
         ),
     )
 }
@@ -304,6 +328,14 @@ def load_ag_news(name: str = "ag_news") -> tuple[list[str], NDArray[np.int64]]:
     texts = [f"{clean(title)}. {clean(body)}" for _, title, body in rows]
     labels = np.asarray([int(c) - 1 for c, _, _ in rows], dtype=np.int64)
     return texts, labels
+
+
+def load_tiny_shakespeare(name: str = "tinyshakespeare") -> tuple[str, str]:
+    """(train, validation) text of the verified file: its first 90% and last 10% of characters,
+    the split the published character-level results use."""
+    text = verify(_spec(name)).read_text("utf-8")
+    cut = int(len(text) * 0.9)
+    return text[:cut], text[cut:]
 
 
 def status(spec: DatasetSpec) -> str:

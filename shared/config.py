@@ -104,6 +104,9 @@ class WorkerSettings(CommonSettings):
     task_soft_time_limit_s: int = 300
     task_time_limit_s: int = 360
     training_time_limit_s: int = 3600
+    # Threads a training job (text and image generators) gives torch; 0: every core of the host.
+    # A training worker runs one job at a time, so it may use them all.
+    training_threads: int = Field(default=0, ge=0)
     sweep_interval_s: float = 30.0
     # A job still queued this long after it was published is published again by the sweeper.
     requeue_after_s: float = 900.0

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 # Builds that take seconds: a slice of the real data, one short pass, small networks.
 TINY: dict[str, dict[str, Any]] = {
     "text_generator": {
-        "limit": 150,
+        "limit": 40,  # fortunes per file
         "epochs": 1,
         "config": {"embed": 16, "hidden": 32, "layers": 1, "seq_len": 32, "batch_size": 16},
     },
@@ -164,13 +164,13 @@ def test_a_tiny_build_job_publishes_the_generators_which_then_serve(
             # Generous upper bounds only: a build of this size takes seconds.
             text = wait_job(client, key, jobs["text_generator"], timeout=300)
             assert text["status"] == "succeeded", (text, worker.log_path.read_text()[-3000:])
-            assert text["progress"] == 1.0 and text["result"]["model"] == "text_generator:1"
+            assert text["progress"] == 1.0 and text["result"]["model"] == "text_generator:2"
             assert text["result"]["metrics"]["val_bpc"] > 0
             assert text["result"]["last_event"]["event"] == "epoch"
             r = client.post("/v1/generate/text?wait=60", headers=auth(key),
                             json={"prompt": "The ", "max_length": 20, "seed": 1})  # fmt: skip
             assert r.status_code == 200, r.text
-            assert r.json()["result"]["model"] == "text_generator:1"
+            assert r.json()["result"]["model"] == "text_generator:2"
 
             image = wait_job(client, key, jobs["image_generator"], timeout=300)
             assert image["status"] == "succeeded", (image, worker.log_path.read_text()[-3000:])

@@ -21,7 +21,7 @@ import numpy as np
 VOCAB_SIZE = 256
 MAX_ORDER = 7
 NGRAM_FILE = "ngram.npz"
-NGRAM_FORMAT = 1
+NGRAM_FORMAT = 2  # 1: one discount per order; 2: three (D1, D2, D3+)
 # Uncompressed size above which singletons are pruned: a ~1 MB corpus needs a few MB for a 5-gram.
 MAX_TABLE_BYTES = 50 * 1024 * 1024
 
@@ -51,24 +51,41 @@ class _Level:
 
     codes: np.ndarray  # sorted int64 k-gram codes
     counts: np.ndarray  # raw counts (highest order) or continuation counts N1+(. g)
-    discount: float
+    discounts: np.ndarray  # [D1, D2, D3+]: subtracted from counts of 1, 2 and 3 or more
     ctx_codes: np.ndarray = field(init=False)  # sorted (k-1)-gram codes seen as a context
     ctx_total: np.ndarray = field(init=False)  # sum of counts after that context
-    ctx_types: np.ndarray = field(init=False)  # distinct bytes seen after that context
+    ctx_gamma: np.ndarray = field(init=False)  # discounted mass: D1 N1 + D2 N2 + D3+ N3+
 
     def __post_init__(self) -> None:
         # codes are sorted, so codes // 256 is sorted too and np.unique only groups runs.
         self.ctx_codes, inverse = np.unique(self.codes // 256, return_inverse=True)
         self.ctx_total = np.bincount(inverse, weights=self.counts).astype(np.float64)
-        self.ctx_types = np.bincount(inverse).astype(np.float64)
+        self.ctx_gamma = np.bincount(inverse, weights=self.discount(self.counts))
+
+    def discount(self, counts: np.ndarray) -> np.ndarray:
+        """What is subtracted from each count (0 for an unseen gram)."""
+        d = np.concatenate([[0.0], self.discounts])
+        return d[np.minimum(counts, 3).astype(np.int64)]
+
+
+def modified_discounts(counts: np.ndarray) -> np.ndarray:
+    """Chen & Goodman's three discounts from the counts-of-counts n1..n4 of one order."""
+    n = [float(np.sum(counts == i)) for i in range(1, 5)]
+    if min(n) == 0:
+        # Too little data for the estimates (a tiny corpus): one absolute discount for all.
+        return np.full(3, n[0] / (n[0] + 2 * n[1]) if n[0] + n[1] > 0 else 0.75)
+    y = n[0] / (n[0] + 2 * n[1])
+    d = np.array([1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / n[2]])
+    # The estimates stay within (0, count) on real corpora; clip so odd data cannot break that.
+    return np.clip(d, 0.05, np.array([0.95, 1.95, 2.95]))
 
 
 class KneserNey:
-    """Interpolated Kneser-Ney (Chen & Goodman, one discount per order) over bytes.
+    """Interpolated modified Kneser-Ney over bytes (Chen & Goodman: D1, D2, D3+ per order).
 
     The highest order uses raw counts, lower orders continuation counts, and the unigram is
     interpolated with the uniform distribution over 256 bytes, so every byte has a non-zero
-    probability. Discounts are ``n1 / (n1 + 2 n2)`` of the unpruned counts; pruning only removes
+    probability. Discounts come from the unpruned counts-of-counts; pruning only removes
     entries, and each order stays normalised because a context's removed mass goes to the order
     below through its (recomputed) totals.
     """
@@ -78,12 +95,10 @@ class KneserNey:
         self.order = len(levels)
         self.pruned = pruned or []
         u = levels[0]
-        total, types = float(u.ctx_total.sum()), float(len(u.codes))
+        total = float(u.ctx_total.sum())
         # Order 1 does not depend on the context: computed once for the server.
-        self._unigram = (
-            np.maximum(_lookup(u.codes, u.counts, _BYTES) - u.discount, 0)
-            + u.discount * types / VOCAB_SIZE
-        ) / total
+        counts = _lookup(u.codes, u.counts, _BYTES)
+        self._unigram = (counts - u.discount(counts) + u.ctx_gamma.sum() / VOCAB_SIZE) / total
 
     # --- counting ---------------------------------------------------------------------------
 
@@ -102,10 +117,7 @@ class KneserNey:
         for k in range(order - 1, 0, -1):
             # N1+(. g): distinct left extensions of each k-gram g, from the unique (k+1)-grams.
             tables[k] = np.unique(tables[k + 1][0] % (256**k), return_counts=True)
-        discounts = {}
-        for k, (_, counts) in tables.items():
-            n1, n2 = np.sum(counts == 1), np.sum(counts == 2)
-            discounts[k] = float(n1 / (n1 + 2 * n2)) if n1 + n2 > 0 else 0.75
+        discounts = {k: modified_discounts(counts) for k, (_, counts) in tables.items()}
         pruned = []
         for k in range(order, 1, -1):
             if sum(c.nbytes + n.nbytes for c, n in tables.values()) <= max_bytes:
@@ -125,12 +137,32 @@ class KneserNey:
             level = self.levels[k - 1]
             full = grams(stream, k)
             c_total = _lookup(level.ctx_codes, level.ctx_total, full // 256)
-            c_types = _lookup(level.ctx_codes, level.ctx_types, full // 256)
+            c_gamma = _lookup(level.ctx_codes, level.ctx_gamma, full // 256)
             count = _lookup(level.codes, level.counts, full)
-            prob = self._interpolate(level.discount, c_total, c_types, count, prob)
+            prob = self._interpolate(level, c_total, c_gamma, count, prob)
         return prob
 
+    def context_counts(self, stream: np.ndarray) -> np.ndarray:
+        """How often the longest context before every position of ``stream`` was seen in
+        training (the mixture gate's feature; 0 for the first position's all-padding context
+        unless training saw it)."""
+        top = self.levels[-1]
+        if self.order == 1:
+            return np.full(len(stream), float(top.ctx_total.sum()))
+        before = np.concatenate([[0], stream[:-1].astype(np.int64)])
+        return _lookup(top.ctx_codes, top.ctx_total, grams(before, self.order - 1))
+
     # --- serving ----------------------------------------------------------------------------
+
+    def served_context_counts(self, context: np.ndarray) -> np.ndarray:
+        """:meth:`context_counts` for the rows of ``context[batch, >= order-1]``."""
+        top = self.levels[-1]
+        if self.order == 1:
+            return np.full(context.shape[0], float(top.ctx_total.sum()))
+        code = np.zeros(context.shape[0], np.int64)
+        for j in range(context.shape[1] - (self.order - 1), context.shape[1]):
+            code = code * 256 + context[:, j].astype(np.int64)
+        return _lookup(top.ctx_codes, top.ctx_total, code)
 
     def distribution(self, context: np.ndarray) -> np.ndarray:
         """Next-byte distribution ``[batch, 256]`` after ``context[batch, >= order-1]`` bytes
@@ -153,18 +185,22 @@ class KneserNey:
             count = np.zeros((batch, VOCAB_SIZE))
             count[np.repeat(rows, n), level.codes[idx] % 256] = level.counts[idx]
             c_total = _lookup(level.ctx_codes, level.ctx_total, code)[:, None]
-            c_types = _lookup(level.ctx_codes, level.ctx_types, code)[:, None]
-            prob = self._interpolate(level.discount, c_total, c_types, count, prob)
+            c_gamma = _lookup(level.ctx_codes, level.ctx_gamma, code)[:, None]
+            prob = self._interpolate(level, c_total, c_gamma, count, prob)
         return np.asarray(prob)
 
     @staticmethod
     def _interpolate(
-        d: float, c_total: np.ndarray, c_types: np.ndarray, count: np.ndarray, lower: np.ndarray
+        level: _Level,
+        c_total: np.ndarray,
+        c_gamma: np.ndarray,
+        count: np.ndarray,
+        lower: np.ndarray,
     ) -> np.ndarray:
         # Same arithmetic for training scores and served distributions, so they agree to rounding.
         seen = c_total > 0
         safe = np.where(seen, c_total, 1.0)
-        mixed = (np.maximum(count - d, 0) + d * c_types * lower) / safe
+        mixed = (count - level.discount(count) + c_gamma * lower) / safe
         return np.where(seen, mixed, lower)
 
     # --- files ------------------------------------------------------------------------------
@@ -175,7 +211,7 @@ class KneserNey:
         arrays: dict[str, np.ndarray] = {
             "format": np.array(NGRAM_FORMAT),
             "order": np.array(self.order),
-            "discounts": np.array([lv.discount for lv in self.levels]),
+            "discounts": np.stack([lv.discounts for lv in self.levels]),
             "pruned": np.array(self.pruned, np.int64),
         }
         for k, lv in enumerate(self.levels, start=1):
@@ -190,14 +226,15 @@ class KneserNey:
     def load(cls, path: Path) -> KneserNey:
         with np.load(path, allow_pickle=False) as z:
             fmt = int(z["format"])
-            if fmt != NGRAM_FORMAT:
+            if fmt not in (1, NGRAM_FORMAT):
                 raise ValueError(
-                    f"{path.name}: n-gram format {fmt}, this server reads {NGRAM_FORMAT}"
+                    f"{path.name}: n-gram format {fmt}, this server reads 1..{NGRAM_FORMAT}"
                 )
             order = int(z["order"])
-            discounts = z["discounts"]
+            # Format 1 had one discount per order: the same value for counts of 1, 2 and 3+.
+            discounts = np.broadcast_to(z["discounts"].reshape(order, -1), (order, 3))
             levels = [
-                _Level(z[f"codes_{k}"], z[f"counts_{k}"].astype(np.int64), float(discounts[k - 1]))
+                _Level(z[f"codes_{k}"], z[f"counts_{k}"].astype(np.int64), discounts[k - 1].copy())
                 for k in range(1, order + 1)
             ]
             return cls(levels, [int(k) for k in z["pruned"]])
@@ -217,42 +254,4 @@ def kneser_ney_probs(train: np.ndarray, val: np.ndarray, order: int = 5) -> np.n
 
 def kneser_ney_bpc(train: np.ndarray, val: np.ndarray, order: int = 5) -> float:
     """Bits per byte of :func:`kneser_ney_probs` on ``val``."""
-    return bits(kneser_ney_probs(train, val, order))
-
-
-# ---------------------------------------------------------------------------------------------
-# mixing with the RNN
-
-
-def bits(p: np.ndarray) -> float:
-    """Mean bits per byte of the probabilities given to the true bytes."""
-    return float(-np.mean(np.log2(p)))
-
-
-def best_mixture_weight(p_rnn: np.ndarray, p_ngram: np.ndarray) -> tuple[float, float]:
-    """``(lam, bits)`` minimising the bits of ``lam * p_rnn + (1 - lam) * p_ngram``.
-
-    The bits are convex in lam (minus the log of a linear function), so a golden-section search
-    finds the minimum; the ends 0 and 1 are candidates too, so the mixture is never worse than
-    either model alone on these positions.
-    """
-
-    def f(lam: float) -> float:
-        return bits(lam * p_rnn + (1.0 - lam) * p_ngram)
-
-    ratio = (5**0.5 - 1) / 2
-    lo, hi = 0.0, 1.0
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = f(a), f(b)
-    while hi - lo > 1e-4:
-        if fa <= fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = f(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = f(b)
-    candidates = [(f(0.0), 0.0), (f(1.0), 1.0), (fa, a), (fb, b)]
-    best_bits, best_lam = min(candidates)
-    return best_lam, best_bits
+    return float(-np.mean(np.log2(kneser_ney_probs(train, val, order))))

@@ -34,8 +34,9 @@ def generate_text_job(ctx: WorkerContext, session: Session, job: Job) -> dict[st
         seed=p.get("seed"),
         n=int(p.get("n", 1)),
         stop=list(p.get("stop") or []) or None,
+        tag=p.get("tag"),
     )
-    return {"texts": texts, "model": model.ref, "seed": p.get("seed")}
+    return {"texts": texts, "model": model.ref, "seed": p.get("seed"), "tag": p.get("tag")}
 
 
 def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[str, Any]:
@@ -50,15 +51,21 @@ def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[
     truncation = float(p.get("truncation", 1.0))
     if p.get("mode") == "interpolate":
         images = model.interpolate(
-            int(p["seed_a"]), int(p["seed_b"]), int(p["steps"]), truncation=truncation
-        )
+            int(p["seed_a"]), int(p["seed_b"]), int(p["steps"]), truncation=truncation,
+            tag=p.get("tag"),
+        )  # fmt: skip
         metas = [
             {"seed_a": p["seed_a"], "seed_b": p["seed_b"], "step": i, "steps": p["steps"]}
             for i in range(len(images))
         ]
     else:
-        images = model.generate(int(p["n"]), seed=int(p["seed"]), truncation=truncation)
+        # A tag on a model trained without tags is a ValueError: the job fails, the API 422s.
+        images = model.generate(
+            int(p["n"]), seed=int(p["seed"]), truncation=truncation, tag=p.get("tag")
+        )
         metas = [{"seed": p["seed"], "index": i} for i in range(len(images))]
+        if p.get("tag") is not None:
+            metas = [{**m, "tag": p["tag"]} for m in metas]
     items = []
     written: list[BlobSource] = []
     for image, meta in zip(images, metas, strict=True):
