@@ -33,6 +33,9 @@ class ImagesGenerateRequest(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     truncation: float = Field(default=1.0, gt=0.0, le=4.0)
     model_version: str | None = Field(default=None, max_length=100)
+    tag: str | None = Field(
+        default=None, max_length=200, description="only for a generator trained with tags"
+    )
 
 
 class InterpolateRequest(BaseModel):
@@ -43,6 +46,9 @@ class InterpolateRequest(BaseModel):
     steps: int = Field(default=8, ge=2, le=64)
     truncation: float = Field(default=1.0, gt=0.0, le=4.0)
     model_version: str | None = Field(default=None, max_length=100)
+    tag: str | None = Field(
+        default=None, max_length=200, description="only for a generator trained with tags"
+    )
 
 
 class CorpusFilter(BaseModel):
@@ -76,7 +82,21 @@ class ImageGeneratorTrain(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     filter: CorpusFilter = Field(default_factory=CorpusFilter)
-    steps: int = Field(default=800, ge=10, le=20_000)
+    steps: int | None = Field(
+        default=None, ge=10, le=20_000, description="cap on updates (default: the budget alone)"
+    )
+    budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=24 * 3600,
+        description="training time budget in seconds (600 when `steps` is not given either); "
+        "with `steps`, whichever ends first",
+    )
+    conditional: bool | None = Field(
+        default=None,
+        description="train on the images' tags (tags on 16+ images each); default: when at "
+        "least two tags qualify",
+    )
 
 
 class GenerationAccepted(BaseModel):

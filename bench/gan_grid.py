@@ -1,0 +1,102 @@
+"""A picture of what the bundled image generator draws, next to real icons.
+
+    python bench/gan_grid.py [--models var/models] [--out docs/images/gan_grid.png] [--seed 0]
+
+A model trained with tags gets one row per tag: eight generated icons of that tag, then three
+real held-out icons of the same tag. A model without tags gets four rows of generated icons and
+two of real ones. Generation goes through the serving class (onnxruntime), at the truncation
+the API uses by default (1.0), so the picture shows what a client gets; the real icons are ones
+training held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workers.generation.image import ImageGenerator
+from workers.training.build.image_generator import NAME, VERSION, load_openmoji_tagged
+from workers.training.gan import GANConfig, heldout_split
+
+SCALE = 2
+CELL = 64 * SCALE
+PAD = 6
+LABEL_W = 110
+FAKE_COLS = 8
+REAL_COLS = 3
+
+
+def heldout_icons() -> tuple[list[Image.Image], list[str]]:
+    """The icons the bundled build held out from training, with their tags."""
+    images, tags = load_openmoji_tagged()
+    idx = heldout_split(len(images), GANConfig())[0].tolist()
+    return [images[i] for i in idx], [tags[i] for i in idx]
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return ImageFont.load_default()
+
+
+def grid(rows: list[tuple[str, list[Image.Image], list[Image.Image]]]) -> Image.Image:
+    cols = max(len(f) for _, f, _ in rows) + max(len(r) for _, _, r in rows)
+    width = LABEL_W + cols * (CELL + PAD) + 3 * PAD
+    head = 28
+    out = Image.new("RGB", (width, head + len(rows) * (CELL + PAD) + PAD), "white")
+    draw = ImageDraw.Draw(out)
+    font = _font(18)
+    fake_w = FAKE_COLS * (CELL + PAD)
+    draw.text((LABEL_W, 4), "generated", fill="black", font=font)
+    draw.text((LABEL_W + fake_w + 3 * PAD, 4), "real (held out)", fill="black", font=font)
+    for r, (label, fake, real) in enumerate(rows):
+        y = head + r * (CELL + PAD)
+        draw.text((8, y + CELL // 2 - 10), label, fill="black", font=font)
+        for c, im in enumerate(fake):
+            out.paste(
+                im.resize((CELL, CELL), Image.Resampling.NEAREST), (LABEL_W + c * (CELL + PAD), y)
+            )
+        x0 = LABEL_W + fake_w + 3 * PAD
+        for c, im in enumerate(real):
+            out.paste(im.resize((CELL, CELL), Image.Resampling.NEAREST), (x0 + c * (CELL + PAD), y))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=Path("var/models"))
+    ap.add_argument("--out", type=Path, default=Path("docs/images/gan_grid.png"))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    gen = ImageGenerator(args.models / NAME / VERSION)
+    real, real_tags = heldout_icons()
+    rows: list[tuple[str, list[Image.Image], list[Image.Image]]] = []
+    if gen.tags:
+        for k, tag in enumerate(gen.tags):
+            mine = [im for im, t in zip(real, real_tags, strict=True) if t == tag]
+            fake = gen.generate(FAKE_COLS, seed=args.seed + k, tag=tag)
+            rows.append((tag, fake, mine[:REAL_COLS]))
+    else:
+        fake = gen.generate(4 * FAKE_COLS, seed=args.seed)
+        picks = np.random.default_rng(args.seed).choice(len(real), 2 * FAKE_COLS, replace=False)
+        for r in range(4):
+            rows.append(("", fake[r * FAKE_COLS : (r + 1) * FAKE_COLS], []))
+        for r in range(2):
+            rows.append(("real", [real[i] for i in picks[r * FAKE_COLS : (r + 1) * FAKE_COLS]], []))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    grid(rows).save(args.out, optimize=True)
+    m = gen.manifest.metrics
+    print(f"wrote {args.out} from {gen.ref} (FID {m.get('fid', float('nan')):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""The GAN recipe: budget, selection, conditional training and serving, quality measures.
+Tiny networks on a few real icons, so each test runs in seconds on one thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from workers.generation.image import ImageGenerator  # noqa: E402
+from workers.training import gan, gan_metrics, gan_models  # noqa: E402
+from workers.training.build.image_generator import (  # noqa: E402
+    TAGS,
+    load_openmoji_tagged,
+    openmoji_tag,
+)
+from workers.training.generators import choose_image_tags  # noqa: E402
+
+TINY = gan.GANConfig(ngf=8, ndf=8, batch_size=8, fid_samples=16, eval_samples=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tagged_icons() -> tuple[list[Any], list[str]]:
+    images, tags = load_openmoji_tagged(limit=24)
+    return images, tags
+
+
+@pytest.fixture(scope="module")
+def conditional_model(
+    tmp_path_factory: pytest.TempPathFactory, tagged_icons: tuple[list[Any], list[str]]
+) -> Path:
+    images, _ = tagged_icons
+    models = tmp_path_factory.mktemp("models")
+    labels = [i % 3 for i in range(len(images))]
+    gan.train_image_generator(
+        images, models, "cg", "1", steps=3, labels=labels, label_names=["a", "b", "c"],
+        config=TINY,
+    )  # fmt: skip
+    return models / "cg" / "1"
+
+
+def test_budget_alone_stops_training(tmp_path: Path, tagged_icons: Any) -> None:
+    # However fast or slow the machine, a 0.5 s budget ends the run after at least one step.
+    m = gan.train_image_generator(
+        tagged_icons[0], tmp_path, "ig", "1", budget_s=0.5, config=TINY
+    ).metrics
+    assert m["steps"] >= 1 and m["budget_s"] == 0.5
+    assert m["selection"], "the final EMA is scored even when the budget ends the run early"
+
+
+def test_steps_cap_the_budget_and_selection_runs_at_eval_points(
+    tmp_path: Path, tagged_icons: Any
+) -> None:
+    events: list[dict[str, Any]] = []
+    m = gan.train_image_generator(
+        tagged_icons[0], tmp_path, "ig", "1", steps=4, budget_s=3600, config=TINY,
+        progress=events.append,
+    ).metrics  # fmt: skip
+    assert m["steps"] == 4
+    # eval_at (0.5, 0.7, 0.85, 1.0) of 4 steps: after steps 2, 3 and 4 (0.85 and 1.0 at once).
+    assert [h["step"] for h in m["selection"]] == [2, 3, 4]
+    assert m["selected_step"] in (2, 3, 4)
+    assert [e["step"] for e in events if e["event"] == "eval"] == [2, 3, 4]
+    for key in ("fid", "precision", "recall", "fid_real_train", "precision_real_train"):
+        assert np.isfinite(m[key])
+
+
+def test_needs_steps_or_budget(tmp_path: Path, tagged_icons: Any) -> None:
+    with pytest.raises(ValueError, match="steps, budget_s"):
+        gan.train_image_generator(tagged_icons[0], tmp_path, "ig", "1", config=TINY)
+    with pytest.raises(ValueError, match="label_names"):
+        gan.train_image_generator(
+            tagged_icons[0], tmp_path, "ig", "1", steps=1, labels=[0] * 24, config=TINY
+        )
+
+
+def test_conditional_model_serves_tags(conditional_model: Path) -> None:
+    gen = ImageGenerator(conditional_model)
+    assert gen.tags == ["a", "b", "c"]
+    assert gen.manifest.metrics["onnx_max_abs_diff"] < 1e-4
+    assert any(i.startswith("label[batch] int64") for i in gen.manifest.inputs)
+    tagged = gen.generate(4, seed=3, tag="b")
+    assert len(tagged) == 4 and tagged[0].size == (64, 64)
+    # Untagged requests draw a tag per image from (seed, index): prefixes still agree.
+    a, b = gen.generate(3, seed=9), gen.generate(6, seed=9)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b[:3], strict=True))
+    assert gen.labels(1, seed=9, tag="c").tolist() == [2]
+    with pytest.raises(ValueError, match="unknown tag"):
+        gen.generate(1, seed=1, tag="zebra")
+    walk = gen.interpolate(1, 2, 3, tag="a")
+    assert len(walk) == 3
+
+
+def test_model_without_tags_refuses_a_tag(tmp_path: Path, tagged_icons: Any) -> None:
+    gan.train_image_generator(tagged_icons[0], tmp_path, "ig", "1", steps=1, config=TINY)
+    gen = ImageGenerator(tmp_path / "ig" / "1")
+    assert gen.tags == [] and len(gen.generate(2, seed=1)) == 2
+    with pytest.raises(ValueError, match="trained without tags"):
+        gen.generate(2, seed=1, tag="face")
+
+
+def test_conditional_onnx_matches_torch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    g = gan_models.Generator(16, 8, num_classes=4, class_dim=8)
+    g.apply(gan_models.init_weights)
+    assert gan.export_onnx(g, tmp_path / "g.onnx") < 1e-4
+
+
+def test_projection_discriminator_uses_the_label() -> None:
+    torch.manual_seed(0)
+    d = gan_models.Discriminator(8, True, num_classes=3)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        s0 = d(x, torch.tensor([0, 0]))
+        s1 = d(x, torch.tensor([1, 1]))
+    assert s0.shape == (2,) and not torch.allclose(s0, s1)
+
+
+def test_augmentations_keep_shape_and_gradient() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(4, 3, 64, 64) * 2 - 1).requires_grad_()
+    y = gan_models.augment(x, gan_models.AUGMENTS, 0.125, 0.25, g)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    cut = gan_models.cutout(torch.ones(2, 3, 64, 64), 0.25, g)
+    assert ((cut == 0).float().mean(dim=(1, 2, 3)) <= 16 * 16 / 64 / 64 + 1e-6).all()
+    assert (cut == 0).any()
+
+
+def test_learning_rate_decays_over_the_last_part() -> None:
+    cfg = gan.GANConfig(decay_from=0.5)
+    assert gan._lr_scale(cfg, 0.2) == 1.0
+    assert gan._lr_scale(cfg, 0.75) == pytest.approx(0.5)
+    assert gan._lr_scale(cfg, 1.0) == 0.0
+
+
+def test_precision_recall_and_concept_share() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((200, 8))
+    p, r = gan_metrics.precision_recall(real, real.copy())
+    assert p == 1.0 and r == 1.0
+    p, r = gan_metrics.precision_recall(real, real + 50.0)
+    assert p == 0.0 and r == 0.0
+    # Mode collapse: every fake on one real point is precise but recalls little.
+    p, r = gan_metrics.precision_recall(real, np.repeat(real[:1], 200, axis=0))
+    assert p == 1.0 and r < 0.2
+    assert gan_metrics.concept_share(["cat", "dog", "car"], ["cat", "car"]) == pytest.approx(2 / 3)
+    assert gan_metrics.concept_share(None, ["cat"]) is None
+    # Collapsed onto the common label: the share says 1, the overlap only that label's share.
+    assert gan_metrics.concept_share(["cat"] * 4, ["cat", "dog", "car", "cup"]) == 1.0
+    assert gan_metrics.concept_overlap(["cat"] * 4, ["cat", "dog", "car", "cup"]) == 0.25
+    assert gan_metrics.concept_overlap(["a", "b"], ["b", "a"]) == 1.0
+
+
+def test_choose_image_tags() -> None:
+    tags = [{"animal", "cat"}] * 20 + [{"animal", "dog"}] * 20 + [{"animal"}] * 5 + [{"car"}] * 3
+    labels, names = choose_image_tags(tags, min_images=16)
+    # "animal" qualifies, but every image with it has a rarer tag but five, so it drops out.
+    assert names == ["cat", "dog"]
+    assert labels == [0] * 20 + [1] * 20 + [None] * 8
+    assert choose_image_tags([{"a"}] * 20, min_images=16) == (None, None)
+
+
+def test_openmoji_tags() -> None:
+    assert openmoji_tag(Path("1F600.svg")) == "face"
+    assert openmoji_tag(Path("1F1E9-1F1EA.svg")) == "flag"
+    assert openmoji_tag(Path("1F468-200D-1F373.svg")) == "person"
+    assert openmoji_tag(Path("2B06.svg")) == "symbol"
+    assert openmoji_tag(Path("1F34E.svg")) == "object"
+    assert openmoji_tag(Path("E000.svg")) == "extra"
+    assert set(TAGS) == {"face", "person", "flag", "symbol", "object", "extra"}

@@ -1,0 +1,98 @@
+"""Export a trained GAN generator to ONNX, check it against torch, publish it with a manifest."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from shared.inference.manifest import Manifest, publish_model_dir, write_manifest
+from workers.training.gan_models import SIZE, Generator
+
+if TYPE_CHECKING:
+    from workers.training.gan import GANConfig
+
+
+def export_onnx(generator: Generator, path: Path) -> float:
+    """Export ``z[batch,latent] (+ label[batch] int64) -> image[batch,3,64,64]``; returns
+    max |onnx - torch|."""
+    import onnxruntime as ort
+
+    generator = generator.eval()
+    conditional = bool(generator.num_classes)
+    args: tuple[torch.Tensor, ...] = (torch.zeros(2, generator.latent),)
+    names, axes = ["z"], {"z": {0: "batch"}, "image": {0: "batch"}}
+    if conditional:
+        args += (torch.zeros(2, dtype=torch.long),)
+        names.append("label")
+        axes["label"] = {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            generator, args, str(path), dynamo=False, opset_version=17, input_names=names,
+            output_names=["image"], dynamic_axes=axes,
+        )  # fmt: skip
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(5, generator.latent, generator=g)
+    feeds = {"z": z.numpy()}
+    label = None
+    if conditional:
+        label = torch.randint(0, generator.num_classes, (5,), generator=g)
+        feeds["label"] = label.numpy()
+    with torch.no_grad():
+        ref = generator(z, label).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, feeds)
+    return float(np.abs(out - ref).max())
+
+
+def export_image_generator(
+    generator: Generator,
+    cfg: GANConfig,
+    models_dir: Path,
+    name: str,
+    version: str,
+    *,
+    metrics: dict[str, Any],
+    tags: Sequence[str] = (),
+    tag_counts: Sequence[int] = (),
+    license: str = "",
+    attribution: str = "",
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Manifest:
+    with publish_model_dir(models_dir, name, version, overwrite=overwrite) as tmp:
+        diff = export_onnx(generator, tmp / "model.onnx")
+        if not diff < 1e-4:
+            raise RuntimeError(f"ONNX export differs from torch by {diff:.2e} (limit 1e-4)")
+        inputs = [f"z[batch,{cfg.latent}] float32"]
+        preprocessing: dict[str, Any] = {
+            "latent": cfg.latent,
+            "size": SIZE,
+            "output_range": [-1.0, 1.0],
+        }
+        if tags:
+            inputs.append(f"label[batch] int64, index into preprocessing.tags (0..{len(tags) - 1})")
+            # Serving draws a tag for an untagged request with the training frequencies.
+            preprocessing |= {"tags": list(tags), "tag_counts": list(tag_counts)}
+        architecture = "DCGAN generator (EMA)"
+        if tags:
+            architecture += ", class embedding concatenated to z; projection discriminator"
+        manifest = Manifest(
+            name=name,
+            version=version,
+            kind="image_generator",
+            inputs=inputs,
+            outputs=[f"image[batch,3,{SIZE},{SIZE}] float32 in [-1,1]"],
+            preprocessing=preprocessing,
+            metrics={**metrics, "onnx_max_abs_diff": diff},
+            extra={**(extra or {}), "architecture": architecture, "config": asdict(cfg)},
+            license=license,
+            attribution=attribution,
+        )
+        return write_manifest(tmp, manifest)

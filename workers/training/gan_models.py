@@ -1,0 +1,205 @@
+"""The GAN's networks, their image tensors and the differentiable augmentation (torch).
+
+Generator: DCGAN transposed convolutions with batch norm; a class-conditional one concatenates a
+learned class embedding to ``z``. Discriminator: strided convolutions, spectral norm (or batch
+norm), and for a conditional model a projection head (Miyato & Koyama 2018): the score is
+``linear(h) + <embed(y), sum_xy h>``, so the class enters as an inner product with the features
+instead of as an input channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+LATENT = 100
+SIZE = 64
+AUGMENTS = ("color", "translation", "cutout")
+
+
+class Generator(nn.Module):
+    def __init__(
+        self,
+        latent: int = LATENT,
+        ngf: int = 32,
+        num_classes: int = 0,
+        class_dim: int = 32,
+        mean_image: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.latent = latent
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, class_dim) if num_classes else None
+        cin = latent + (class_dim if num_classes else 0)
+
+        def up(cin: int, cout: int) -> list[nn.Module]:
+            return [
+                nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(True),
+            ]
+
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(cin, ngf * 8, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * 8),
+            nn.ReLU(True),
+            *up(ngf * 8, ngf * 4),
+            *up(ngf * 4, ngf * 2),
+            *up(ngf * 2, ngf),
+            nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False),
+        )
+        # A learned per-pixel bias before the tanh, started at the training images' mean: the
+        # white ground and centred shape are there from step 0 instead of learned first.
+        self.bias = None
+        if mean_image is not None:
+            self.bias = nn.Parameter(torch.atanh(mean_image.clamp(-0.98, 0.98)).unsqueeze(0))
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            if label is None:
+                raise ValueError("a conditional generator needs a label per latent")
+            z = torch.cat([z, self.embed(label)], 1)
+        x = self.net(z.view(z.shape[0], -1, 1, 1))
+        return torch.tanh(x if self.bias is None else x + self.bias)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, ndf: int = 32, spectral: bool = True, num_classes: int = 0):
+        super().__init__()
+
+        def sn(m: nn.Module) -> nn.Module:
+            return nn.utils.spectral_norm(m) if spectral else m
+
+        def conv(cin: int, cout: int, stride: int, pad: int) -> nn.Module:
+            return sn(nn.Conv2d(cin, cout, 4, stride, pad, bias=spectral))
+
+        def norm(c: int) -> nn.Module:
+            # Spectral norm already bounds the layer; batch norm on top fights it.
+            return nn.Identity() if spectral else nn.BatchNorm2d(c)
+
+        act = nn.LeakyReLU(0.2, True)
+        self.features = nn.Sequential(
+            conv(3, ndf, 2, 1),
+            act,
+            conv(ndf, ndf * 2, 2, 1),
+            norm(ndf * 2),
+            act,
+            conv(ndf * 2, ndf * 4, 2, 1),
+            norm(ndf * 4),
+            act,
+            conv(ndf * 4, ndf * 8, 2, 1),
+            norm(ndf * 8),
+            act,
+        )
+        self.out = conv(ndf * 8, 1, 1, 0)
+        self.project = sn(nn.Embedding(num_classes, ndf * 8)) if num_classes else None
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x)
+        score = self.out(h).view(-1)
+        if self.project is not None:
+            if label is None:
+                raise ValueError("a conditional discriminator needs a label per image")
+            score = score + (self.project(label) * h.sum((2, 3))).sum(1)
+        return score
+
+
+def init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# image tensors
+
+
+def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """``[n, 3, 64, 64]`` in [-1, 1]; transparency is flattened onto white."""
+    arrs = []
+    for im in images:
+        if im.mode in ("RGBA", "LA", "P"):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im)
+        im = im.convert("RGB")
+        if im.size != (SIZE, SIZE):
+            im = im.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+        arrs.append(np.asarray(im, dtype=np.uint8))
+    x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def tensor_to_images(x: torch.Tensor | np.ndarray) -> list[Image.Image]:
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+    arr = np.clip(np.rint((arr + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    return [Image.fromarray(a, "RGB") for a in arr]
+
+
+# ---------------------------------------------------------------------------------------------
+# differentiable augmentation (DiffAugment, Zhao et al. 2020), applied to real and fake alike so
+# the discriminator cannot memorise the few thousand icons and G is never pushed to copy them
+
+
+def translate(x: torch.Tensor, ratio: float, gen: torch.Generator) -> torch.Tensor:
+    """Random shift by up to ``ratio`` of the size, filling with white like the icons' ground."""
+    if ratio <= 0:
+        return x
+    b, _, h, w = x.shape
+    s = int(h * ratio + 0.5)
+    tx = torch.randint(-s, s + 1, (b, 1, 1), generator=gen)
+    ty = torch.randint(-s, s + 1, (b, 1, 1), generator=gen)
+    gb, gy, gx = torch.meshgrid(torch.arange(b), torch.arange(h), torch.arange(w), indexing="ij")
+    gy = torch.clamp(gy + ty + 1, 0, h + 1)
+    gx = torch.clamp(gx + tx + 1, 0, w + 1)
+    padded = F.pad(x, [1, 1, 1, 1], value=1.0).permute(0, 2, 3, 1)
+    return padded[gb, gy, gx].permute(0, 3, 1, 2)
+
+
+def color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random brightness, saturation and contrast (DiffAugment's ranges, on [-1, 1] pixels)."""
+    b = x.shape[0]
+    x = x + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)  # brightness +-0.5
+    mean = x.mean(1, keepdim=True)
+    x = (x - mean) * (torch.rand(b, 1, 1, 1, generator=gen) * 2) + mean
+    mean = x.mean((1, 2, 3), keepdim=True)
+    return (x - mean) * (torch.rand(b, 1, 1, 1, generator=gen) + 0.5) + mean
+
+
+def cutout(x: torch.Tensor, ratio: float, gen: torch.Generator) -> torch.Tensor:
+    """Blank one random square of ``ratio`` x the size per image (to 0, mid-grey)."""
+    if ratio <= 0:
+        return x
+    b, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=gen)
+    cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=gen)
+    top, left = cy - ch // 2, cx - cw // 2
+    ys = torch.arange(h).view(1, h, 1)
+    xs = torch.arange(w).view(1, 1, w)
+    inside = (ys >= top) & (ys < top + ch) & (xs >= left) & (xs < left + cw)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+def augment(
+    x: torch.Tensor, policy: Sequence[str], translation: float, cut: float, gen: torch.Generator
+) -> torch.Tensor:
+    if "color" in policy:
+        x = color(x, gen)
+    if "translation" in policy:
+        x = translate(x, translation, gen)
+    if "cutout" in policy:
+        x = cutout(x, cut, gen)
+    return x
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    mask = torch.rand(x.shape[0], 1, 1, 1, generator=gen) < 0.5
+    return torch.where(mask, x.flip(3), x)
