@@ -27,6 +27,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from shared.config import CommonSettings, GatewaySettings, RecommenderSettings, WorkerSettings
+from shared.settings_doc import _env_names as settings_env
 from shared.settings_doc import settings_classes
 from shared.tasks import QUEUES
 
@@ -459,17 +460,8 @@ def test_every_command_exists() -> None:
 
 
 def _env_names(cls: type[BaseSettings]) -> set[str]:
-    from pydantic import AliasChoices
-
-    prefix = str(cls.model_config.get("env_prefix", ""))
-    names: set[str] = set()
-    for name, field in cls.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names |= {a for a in alias.choices if isinstance(a, str)}
-        else:
-            names.add((prefix + name).upper())
-    return names
+    fields = cls.model_fields.items()
+    return {env for name, field in fields for env in settings_env(cls, name, field)}
 
 
 def _check_env(where: str, names: set[str], allowed: set[str], extra: set[str]) -> None:
