@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,33 @@ class CommonSettings(BaseSettings):
     )
     storage_url: str = "file://./var/blobs"
     models_dir: Path = Path("var/models")
+    models_url: str | None = Field(
+        default=None,
+        description="Where published model versions are fetched from (`s3://bucket/prefix`): "
+        "each version is downloaded once into models_dir, checked against the sha256s of its "
+        "manifest (docs/storage.md). Unset: models are read from models_dir only.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 API endpoint of a compatible service (MinIO, Ceph, R2, ...) for `s3://` "
+        "URLs; unset: AWS itself, or `AWS_ENDPOINT_URL`.",
+    )
+    s3_region: str | None = Field(
+        default=None, description="Region of the bucket; unset: `AWS_REGION`/`AWS_DEFAULT_REGION`."
+    )
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description="S3 access key; unset: boto3's own chain (`AWS_ACCESS_KEY_ID`, a profile, "
+        "an instance or pod role).",
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="Secret of `s3_access_key_id` (set both or neither)."
+    )
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto",
+        description="`path` puts the bucket in the URL path, as most self-hosted services want; "
+        "`virtual` in the host name.",
+    )
     log_level: str = "INFO"
     # Image renditions, made once from the upload by the gateway (the worker makes them only
     # for images that arrive without them). The working copy is what the image tagger reads:
@@ -46,6 +73,10 @@ class CommonSettings(BaseSettings):
         if self.environment == "production" and self.database_url.startswith("sqlite"):
             raise ValueError(
                 "ATELIER_DATABASE_URL must point at PostgreSQL when ATELIER_ENVIRONMENT=production"
+            )
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "set ATELIER_S3_ACCESS_KEY_ID and ATELIER_S3_SECRET_ACCESS_KEY together"
             )
         return self
 

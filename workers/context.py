@@ -17,6 +17,7 @@ from shared.config import WorkerSettings, worker_settings
 from shared.db.session import session_scope
 from shared.inference.registry import ModelRegistry
 from shared.inference.slots import InferenceSlots, default_slot_count
+from shared.remote_models import remote_models
 from shared.storage import BlobStorage, open_storage
 
 
@@ -26,7 +27,7 @@ class WorkerContext:
 
     @cached_property
     def storage(self) -> BlobStorage:
-        return open_storage(self.settings.storage_url)
+        return open_storage(self.settings.storage_url, self.settings)
 
     @cached_property
     def registry(self) -> ModelRegistry:
@@ -34,7 +35,9 @@ class WorkerContext:
         slots = InferenceSlots(
             s.inference_slots or default_slot_count(s.ort_threads), s.inference_slots_dir
         )
-        return ModelRegistry(s.models_dir, threads=s.ort_threads, slots=slots)
+        return ModelRegistry(
+            s.models_dir, threads=s.ort_threads, slots=slots, remote=remote_models(s)
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -55,7 +55,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.sessionmaker = get_sessionmaker(settings.sqlalchemy_url)
-    app.state.storage = open_storage(settings.storage_url)
+    app.state.storage = open_storage(settings.storage_url, settings)
     app.state.recommender = RecommenderClient(
         settings.recommender_url, timeout_s=settings.recommender_timeout_s
     )

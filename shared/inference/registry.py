@@ -9,10 +9,11 @@ model the same way).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from shared.inference.base import InferenceModel
 from shared.inference.manifest import Manifest, list_versions
@@ -30,8 +31,13 @@ from shared.model_versions import (  # noqa: F401
     set_active_version,
     tenant_model_name,
 )
+from shared.storage.base import StorageError
+
+if TYPE_CHECKING:
+    from shared.remote_models import RemoteModels
 
 M = TypeVar("M", bound=InferenceModel)
+log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
@@ -42,8 +48,11 @@ class ModelRegistry:
         threads: int | None = None,
         check_interval: float = 2.0,
         slots: InferenceSlots | None = None,
+        remote: RemoteModels | None = None,
     ):
         self.models_dir = models_dir
+        # Set: versions are published to object storage and fetched into models_dir once.
+        self.remote = remote
         self.threads = threads
         self.slots = slots
         self.check_interval = check_interval
@@ -65,20 +74,34 @@ class ModelRegistry:
                 and now - self._checked.get(name, 0.0) < self.check_interval
             ):
                 return cached[1]  # type: ignore[return-value]
-            wanted = version or active_version(self.models_dir, name)
+            wanted = version or self._active_version(name)
             self._checked[name] = now
             if wanted is None:
                 raise ModelError(f"model {name!r} is not built (run `make models`)")
             if cached is not None and cached[0] == wanted:
                 return cached[1]  # type: ignore[return-value]
             try:
-                model = cls(self.models_dir / name / wanted, threads=self.threads, slots=self.slots)
+                model_dir = self.models_dir / name / wanted
+                if self.remote is not None:
+                    model_dir = self.remote.fetch(self.models_dir, name, wanted)
+                model = cls(model_dir, threads=self.threads, slots=self.slots)
             except ModelError:
                 # A corrupt copy must not stay cached; the next call tries again from disk.
                 self._cache.pop(name, None)
                 raise
             self._cache[name if version is None else f"{name}@{version}"] = (wanted, model)
             return model
+
+    def _active_version(self, name: str) -> str | None:
+        if self.remote is None:
+            return active_version(self.models_dir, name)
+        try:
+            # A version this host trained and did not publish is still served from its disk.
+            return self.remote.active_version(name) or active_version(self.models_dir, name)
+        except StorageError as exc:
+            # The store is out of reach: keep serving what this host already has.
+            log.warning("models at %s unreachable, using local versions: %s", self.remote.url, exc)
+            return active_version(self.models_dir, name)
 
     def get_or_none(self, name: str, cls: type[M]) -> M | None:
         try:

@@ -6,10 +6,11 @@ stored by ``services.gateway.renditions`` and rows written by ``services.gateway
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from services.gateway import content_items, crud
 from services.gateway.api.deps import (
@@ -33,6 +34,7 @@ from shared.schemas.content import (
     ContentPublic,
     TagLevel,
 )
+from shared.storage import CHUNK
 
 router = APIRouter(prefix="/v1", tags=["content"])
 
@@ -182,9 +184,23 @@ def delete_content(
 @router.get("/content/{content_id}/assets/{role}", response_class=FileResponse)
 def download_asset(
     content_id: str, role: str, principal: ReaderDep, session: SessionDep, storage: StorageDep
-) -> FileResponse:
+) -> Response:
     item = crud.get_content(session, tenant_id=principal.tenant_id, content_id=content_id)
     asset = next((a for a in item.assets if a.role == role), None)
     if asset is None or role not in crud.PUBLIC_ASSET_ROLES:
         raise NotFound(f"content {content_id} has no {role!r} asset")
-    return FileResponse(storage.path(asset.storage_key), media_type=asset.mime_type)
+    local = storage.local_path(asset.storage_key)
+    if local is not None:
+        return FileResponse(local, media_type=asset.mime_type)
+    # A remote store (S3): streamed through, opened first so that a missing blob is an error.
+    blob = storage.open(asset.storage_key)
+
+    def chunks() -> Iterator[bytes]:
+        with blob:
+            yield from iter(lambda: blob.read(CHUNK), b"")
+
+    return StreamingResponse(
+        chunks(),
+        media_type=asset.mime_type,
+        headers={"content-length": str(asset.byte_size)},
+    )
