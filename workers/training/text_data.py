@@ -43,14 +43,26 @@ def documents(texts: Sequence[str], tags: Sequence[str | None] | None = None) ->
 def split_documents(
     docs: Sequence[Document], val_fraction: float, seed: int
 ) -> tuple[list[Document], list[Document]]:
-    """Split whole documents, so no validation text is half seen in training."""
+    """Split whole documents, so no validation text is half seen in training. The split is
+    stratified by tag: every tag with at least two documents has validation documents, so its
+    per-tag figures exist."""
     if len(docs) < 2:
         raise ValueError("need at least 2 non-empty texts (one for validation)")
-    order = list(range(len(docs)))
-    random.Random(seed).shuffle(order)
-    n_val = min(len(docs) - 1, max(1, round(len(docs) * val_fraction)))
-    val = [docs[i] for i in sorted(order[:n_val])]
-    train = [docs[i] for i in sorted(order[n_val:])]
+    rng = random.Random(seed)
+    groups: dict[str | None, list[int]] = {}
+    for i, d in enumerate(docs):
+        groups.setdefault(d.tag, []).append(i)
+    held: set[int] = set()
+    for tag in sorted(groups, key=lambda t: (t is not None, t or "")):
+        members = groups[tag]
+        rng.shuffle(members)
+        if len(members) >= 2:
+            n = min(len(members) - 1, max(1, round(len(members) * val_fraction)))
+            held.update(members[:n])
+    if not held:  # every group a single document
+        held.add(rng.randrange(len(docs)))
+    val = [docs[i] for i in range(len(docs)) if i in held]
+    train = [docs[i] for i in range(len(docs)) if i not in held]
     return train, val
 
 
