@@ -17,6 +17,12 @@ class TextGenerateRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=16)
     stop: list[str] = Field(default_factory=list, max_length=8)
     model_version: str | None = Field(default=None, max_length=100)
+    tag: str | None = Field(
+        default=None,
+        max_length=200,
+        description="write like the corpus's texts with this tag (a generator trained on tagged "
+        "content lists its tags in its model version's `tags`)",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -66,16 +72,28 @@ class TextGeneratorTrain(BaseModel):
         default=None, max_length=5_000_000, description="extra plain-text corpus"
     )
     epochs: int | None = Field(
-        default=None, ge=1, le=50, description="cap on passes over the corpus (default 3)"
+        default=None, ge=1, le=50, description="cap on passes over the corpus"
     )
     budget_s: float | None = Field(
         default=None,
         gt=0,
         le=24 * 3600,
-        description="training time budget in seconds; with `epochs`, whichever ends first",
+        description="training time budget in seconds (600 when neither this nor `epochs` is "
+        "given); with `epochs`, whichever ends first",
     )
     hidden: int = Field(default=256, ge=32, le=1024)
     layers: int = Field(default=2, ge=1, le=3)
+    conditional: bool | None = Field(
+        default=None,
+        description="learn a control code per tag of the content (tags on at least 8 "
+        "documents), so generation can take `tag`; false: never; default: when two qualify",
+    )
+    condition_tags: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="the tags that may get a control code (any origin); default: the tags a "
+        "person set or accepted",
+    )
 
 
 class ImageGeneratorTrain(BaseModel):

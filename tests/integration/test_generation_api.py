@@ -78,6 +78,42 @@ def test_tenant_text_generator_trains_and_generates_deterministically(
     assert not any("__" in m["name"] for m in theirs.json()["items"])
 
 
+def test_text_generator_learns_the_tags_people_set(client: TestClient, stack: Stack) -> None:
+    from workers.training.build.text_generator import load_tagged_fortunes
+
+    _, key = stack.new_key()
+    for text, source in load_tagged_fortunes(("startrek", "zippy"), per_file=40):
+        r = client.post("/v1/content", headers=auth(key), json={"text": text})
+        assert r.status_code in (200, 202), r.text
+        item = r.json()["id"]
+        r = client.post(f"/v1/content/{item}/tags", headers=auth(key),
+                        json={"tags": [{"name": source}]})  # fmt: skip
+        assert r.status_code == 200, r.text
+    r = client.post("/v1/generators/text:train", headers=auth(key),
+                    json={"epochs": 1, "hidden": 32, "layers": 1})  # fmt: skip
+    job = wait_job(client, key, r.json()["job_id"], timeout=240)
+    assert job["status"] == "succeeded", job
+    metrics = job["result"]["metrics"]
+    assert metrics["tags"] == ["startrek", "zippy"]
+    assert set(metrics["per_tag"]) == {"startrek", "zippy"}
+
+    req = {"max_length": 40, "seed": 2, "n": 2, "tag": "zippy"}
+    r = client.post("/v1/generate/text?wait=60", headers=auth(key), json=req)
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["tag"] == "zippy" and len(r.json()["result"]["texts"]) == 2
+    r = client.post("/v1/generate/text?wait=60", headers=auth(key), json={**req, "tag": "murphy"})
+    assert r.status_code == 422, r.text
+    assert "unknown tag 'murphy'" in r.json()["error"] and "startrek, zippy" in r.json()["error"]
+
+    # Asking for control codes on a corpus without tags fails the job with the reason.
+    _, other = stack.new_key()
+    r = client.post("/v1/generators/text:train", headers=auth(other),
+                    json={"corpus": "\n\n".join(PARAGRAPHS * 4), "epochs": 1, "hidden": 32,
+                          "layers": 1, "conditional": True})  # fmt: skip
+    job = wait_job(client, other, r.json()["job_id"])
+    assert job["status"] == "failed" and "conditional training needs" in job["error"]
+
+
 def test_generation_requests_are_validated(client: TestClient, stack: Stack) -> None:
     _, key = stack.new_key()
     for bad in (
@@ -156,6 +192,13 @@ def test_tenant_gan_trains_and_generated_images_become_tagged_content(
     assert item["tags"], "generated images are auto-tagged like uploads"
     png = client.get(item["assets"][0]["url"], headers=auth(key))
     assert Image.open(io.BytesIO(png.content)).size == (64, 64)
+    # Four photos x five copies: no tag is on 16 images, so the GAN trained without tags and
+    # refuses one.
+    assert job["result"]["tags"] == []
+    tagged = client.post(
+        "/v1/generate/images?wait=60", headers=auth(key), json={"n": 1, "seed": 5, "tag": "cat"}
+    )
+    assert tagged.status_code == 422 and "trained without tags" in tagged.json()["error"]
 
     walk = client.post(
         "/v1/generate/images:interpolate?wait=60",

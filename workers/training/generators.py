@@ -8,6 +8,7 @@ per job (so a job re-run after a worker died resumes), and records the model ver
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared.config import worker_settings
 from shared.db.model_versions import record_version
-from shared.db.models import ContentItem, Job, Tag, TagOrigin
+from shared.db.models import HUMAN_ORIGINS, ContentItem, Job, Tag, TagOrigin
 from shared.inference.manifest import Manifest
 from shared.inference.registry import next_version, set_active_version, tenant_model_name
 from shared.jobs import report_progress
@@ -35,8 +36,8 @@ MIN_IMAGES = 16
 DEFAULT_IMAGE_BUDGET_S = 600.0
 MIN_TAG_IMAGES = 16
 MAX_GAN_TAGS = 32
-# When a request names neither an epoch cap nor a time budget.
-DEFAULT_TEXT_EPOCHS = 3
+# Text generator: seconds when a request names neither an epoch cap nor a budget.
+DEFAULT_TEXT_BUDGET_S = 600.0
 
 
 def _corpus_items(session: Session, job: Job, *, images: bool) -> list[ContentItem]:
@@ -99,16 +100,38 @@ def _record(session: Session, job: Job, manifest: Manifest, name: str, kind: str
 
 
 def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> dict[str, Any]:
+    """Params: ``budget_s`` and/or ``epochs`` (a cap; :data:`DEFAULT_TEXT_BUDGET_S` seconds
+    when neither is given), ``filter``, ``corpus`` (extra untagged text, documents split at
+    blank lines), ``conditional`` (false: no control codes; otherwise every tag on enough
+    documents gets one, see :func:`choose_image_tags`), ``hidden``, ``layers``."""
     from workers.training.rnn import RNNConfig, TrainingCancelled, train_text_generator
+    from workers.training.text_data import MIN_TAG_DOCS
 
     p = job.params
-    texts = [
-        "\n".join(x for x in (item.title, item.text) if x)
+    items = [
+        item
         for item in _corpus_items(session, job, images=False)
+        if any(x and x.strip() for x in (item.title, item.text))
     ]
-    texts = [t for t in texts if t.strip()]
+    texts = ["\n".join(x for x in (item.title, item.text) if x) for item in items]
+    tags: list[str | None] = [None] * len(texts)
+    if p.get("conditional") is not False:
+        labels, names = None, None
+        if items:
+            labels, names = choose_image_tags(
+                _text_tags(session, job, items, p.get("condition_tags")), min_images=MIN_TAG_DOCS
+            )
+        if labels is not None and names is not None:
+            tags = [None if y is None else names[y] for y in labels]
+        elif p.get("conditional"):
+            raise JobFailed(
+                f"conditional training needs at least 2 tags on {MIN_TAG_DOCS} or more of the "
+                "documents each; train without `conditional` or tag more content"
+            )
     if p.get("corpus"):
-        texts += [t for t in str(p["corpus"]).split("\n\n") if t.strip()]
+        extra_texts = [t for t in str(p["corpus"]).split("\n\n") if t.strip()]
+        texts += extra_texts
+        tags += [None] * len(extra_texts)
     size = sum(len(t.encode()) for t in texts)
     if size < MIN_TEXT_BYTES:
         raise JobFailed(
@@ -122,13 +145,13 @@ def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> 
     config = RNNConfig(hidden=int(p.get("hidden", 256)), layers=int(p.get("layers", 2)))
     epochs, budget_s = p.get("epochs"), p.get("budget_s")
     if epochs is None and budget_s is None:
-        epochs = DEFAULT_TEXT_EPOCHS
+        budget_s = DEFAULT_TEXT_BUDGET_S
     try:
         manifest = train_text_generator(
-            texts, ctx.settings.models_dir, name, version,
+            texts, ctx.settings.models_dir, name, version, tags=tags,
             epochs=epochs, budget_s=budget_s, config=config, progress=progress,
             should_stop=should_stop, checkpoint_dir=_checkpoint_dir(ctx, job),
-            threads=ctx.settings.ort_threads, extra={"tenant_id": job.tenant_id},
+            threads=_training_threads(ctx), extra={"tenant_id": job.tenant_id},
             overwrite=True,
         )  # fmt: skip
     except TrainingCancelled as exc:
@@ -215,6 +238,28 @@ def _image_tags(session: Session, job: Job, items: list[ContentItem]) -> list[se
     return [by_item[item.id] for item in items]
 
 
+def _text_tags(
+    session: Session, job: Job, items: list[ContentItem], names: list[str] | None
+) -> list[set[str]]:
+    """Each item's tags that may become control codes: the named ones, or else those a person
+    set or accepted. Automatic tags are left out by default: keyphrases such as a character's
+    name would otherwise outbid the sections a CMS means (the rarest qualifying tag wins)."""
+    wanted = {str(n).strip().lower() for n in names} if names else None
+    tags = _image_tags(session, job, items)
+    if wanted is not None:
+        return [t & wanted for t in tags]
+    human = set(
+        session.execute(
+            select(Tag.content_id, Tag.name).where(
+                Tag.tenant_id == job.tenant_id,
+                Tag.content_id.in_([item.id for item in items]),
+                Tag.origin.in_(HUMAN_ORIGINS),
+            )
+        ).all()
+    )
+    return [{t for t in ts if (item.id, t) in human} for item, ts in zip(items, tags, strict=True)]
+
+
 def choose_image_tags(
     tags: list[set[str]], *, min_images: int = MIN_TAG_IMAGES, max_tags: int = MAX_GAN_TAGS
 ) -> tuple[list[int | None] | None, list[str] | None]:
@@ -243,6 +288,10 @@ def choose_image_tags(
     if len(chosen) < 2:
         return None, None
     return [None if t is None else chosen.index(t) for t in picks], chosen
+
+
+def _training_threads(ctx: WorkerContext) -> int:
+    return ctx.settings.training_threads or os.cpu_count() or 1
 
 
 def _pin_version(session: Session, job: Job, version: str) -> None:
