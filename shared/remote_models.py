@@ -60,13 +60,16 @@ class RemoteModels:
     def active_version(self, name: str) -> str | None:
         pointer = self._read(f"{name}/{ACTIVE_FILE}")
         version = pointer.decode().strip() if pointer else ""
-        if version and self.objects.head(f"{name}/{version}/{MANIFEST_NAME}") is not None:
+        listed = f"{name}/{version}/{MANIFEST_NAME}"
+        if _plain_name(version) and self.objects.head(listed) is not None:
             return version
         versions = self.versions(name)
         return versions[-1] if versions else None
 
     def fetch(self, models_dir: Path, name: str, version: str) -> Path:
         """The local directory of ``name``/``version``, downloaded and checked if not there yet."""
+        if not _plain_name(version):
+            raise ModelError(f"refused model {name}: bad version {version!r}")
         final = models_dir / name / version
         if (final / MANIFEST_NAME).is_file():
             return final
@@ -80,7 +83,7 @@ class RemoteModels:
             except ValueError as exc:
                 raise ModelError(f"refused model {where}: unreadable manifest: {exc}") from exc
             for fname in manifest.files:
-                if fname in ("", ".", "..", MANIFEST_NAME) or Path(fname).name != fname:
+                if not _plain_name(fname) or fname == MANIFEST_NAME:
                     raise ModelError(f"refused model {where}: bad file name {fname!r}")
             with publish_model_dir(models_dir, name, version) as tmp:
                 for fname in manifest.files:
@@ -94,7 +97,7 @@ class RemoteModels:
                 (tmp / MANIFEST_NAME).write_bytes(raw)
         except (StorageError, FileNotFoundError) as exc:
             raise ModelError(f"cannot fetch model {where}: {exc}") from exc
-        except (FileExistsError, OSError):
+        except OSError:
             # Another process of this host renamed its copy into place first.
             if not (final / MANIFEST_NAME).is_file():
                 raise
@@ -106,7 +109,7 @@ class RemoteModels:
         manifest = read_manifest(src)
         verify_files(src, manifest)
         for fname in [*manifest.files, MANIFEST_NAME]:
-            self.objects.put_bytes(f"{name}/{version}/{fname}", (src / fname).read_bytes())
+            self.objects.put_file(f"{name}/{version}/{fname}", src / fname)
         if activate:
             self.set_active(name, version)
 
@@ -114,6 +117,11 @@ class RemoteModels:
         if self.objects.head(f"{name}/{version}/{MANIFEST_NAME}") is None:
             raise ModelError(f"model {name} has no version {version} in {self.url}")
         self.objects.put_bytes(f"{name}/{ACTIVE_FILE}", version.encode())
+
+
+def _plain_name(name: str) -> bool:
+    """A name that stays one directory level below its parent (from the bucket: not trusted)."""
+    return bool(name) and not name.startswith(".") and Path(name).name == name
 
 
 def remote_models(settings: CommonSettings) -> RemoteModels | None:

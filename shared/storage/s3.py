@@ -174,6 +174,14 @@ class S3Objects:
         md5 = hashlib.md5(data, usedforsecurity=False).digest()
         self.put(relative, io.BytesIO(data), size=len(data), md5=md5)
 
+    def put_file(self, relative: str, path: Path) -> None:
+        md5 = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as f:
+            while block := f.read(CHUNK):
+                md5.update(block)
+            f.seek(0)
+            self.put(relative, f, size=path.stat().st_size, md5=md5.digest())
+
     def copy(self, source: str, dest: str) -> bool:
         """Server-side copy; False if ``source`` is not there."""
         src, dst = self.key(source), self.key(dest)

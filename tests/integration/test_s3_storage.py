@@ -453,3 +453,8 @@ def test_tampered_model_download_is_refused(remote: RemoteModels, tmp_path: Path
     assert registry.get_or_none("tagger_y", _Loaded) is None  # type: ignore[type-var]
     # Nothing half-fetched is left to be served.
     assert list((local / "tagger_y").iterdir()) == []
+    # Names from the bucket never lead out of the models directory.
+    remote.objects.put_bytes("tagger_y/ACTIVE", b"../../outside")
+    assert remote.active_version("tagger_y") == "0001"
+    with pytest.raises(ModelError, match="bad version"):
+        remote.fetch(local, "tagger_y", "../../outside")
