@@ -68,12 +68,18 @@ def test_data_dir_from_env_and_default(data_dir: Path, monkeypatch: pytest.Monke
 
 
 def test_registry_is_complete() -> None:
-    assert set(DATASETS) == {"ml-100k", "ml-latest-small", "lastfm-2k", "ag_news"}
+    assert set(DATASETS) == {
+        "ml-100k",
+        "ml-latest-small",
+        "lastfm-2k",
+        "ag_news",
+        "tinyshakespeare",
+    }
     for spec in DATASETS.values():
         assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
         assert len(spec.source_commit) == 40
         assert spec.licence
-        if spec.name != "ag_news":
+        if spec.name not in ("ag_news", "tinyshakespeare"):
             assert "grouplens" in spec.original.lower()
     assert not DATASETS["lastfm-2k"].has_timestamps
 
@@ -253,6 +259,11 @@ def test_real_file_if_present(name: str) -> None:
         texts, labels = datasets.load_ag_news()
         assert len(texts) == spec.rows and np.bincount(labels).tolist() == [1900] * 4
         assert not any("#36;" in t or "\\" in t for t in texts)
+        return
+    if name == "tinyshakespeare":  # a language-model corpus: the standard 90/10 split
+        train, val = datasets.load_tiny_shakespeare()
+        assert len(train) + len(val) == 1_115_394 and train.startswith("First Citizen:")
+        assert len(val) == 1_115_394 - int(1_115_394 * 0.9)
         return
     users, items, values, timestamps = load(name)
     assert len(users) == len(items) == len(values) == spec.rows
