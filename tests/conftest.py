@@ -79,6 +79,12 @@ class Stack:
             ATELIER_REDIS_URL=self.redis_url,
             ATELIER_STORAGE_URL=f"file://{self.storage_dir}",
             ATELIER_MODELS_DIR=str(self.models_dir),
+            # Webhook tests deliver to a receiver on loopback, which workers refuse otherwise.
+            ATELIER_WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
+            # Training takes every core by default; test stacks share two cores with each
+            # other, and torch's threads spinning against busy cores would slow it tenfold.
+            ATELIER_TRAINING_THREADS="1",
+            ATELIER_TRAIN_THREADS="1",
             PYTHONUNBUFFERED="1",
         )
         env.pop("REDIS_URL", None)
