@@ -109,6 +109,20 @@ class GatewaySettings(CommonSettings):
     similar_cache_mb: int = Field(default=256, ge=0)
     recommender_url: str = "http://127.0.0.1:8001"
     recommender_timeout_s: float = 5.0
+    broker_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds the gateway waits on Redis for one command when it publishes a job "
+        "or checks readiness. A stalled Redis (paused, or cut off by a partition) would "
+        "otherwise hold an upload forever; past this the job stays queued for the sweeper and "
+        "the upload still answers 202.",
+    )
+    readyz_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds /readyz waits for its checks; a check still running then is "
+        "reported as timed out and the answer is 503.",
+    )
 
 
 class RecommenderSettings(CommonSettings):

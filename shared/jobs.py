@@ -67,6 +67,22 @@ def publish(session: Session, celery: Celery, job: Job) -> bool:
     return True
 
 
+def forget_publications(session: Session) -> int:
+    """Mark every queued job as never published, so the next sweep publishes it again.
+
+    For a broker known to have lost its messages (a private Redis restarted empty): waiting
+    ``requeue_after`` would leave those jobs idle for minutes. A message that survived anyway
+    only adds a duplicate delivery, which ``claim`` ignores."""
+    res = session.execute(
+        update(Job)
+        .where(Job.status == JobStatus.queued, Job.published_at.is_not(None))
+        .values(published_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(res.rowcount)  # type: ignore[attr-defined]
+
+
 def claim(session: Session, job_id: str, task_id: str | None) -> Job | None:
     """Mark a job running for this delivery; ``None`` if someone else owns it or it is done.
 

@@ -9,8 +9,22 @@ from shared.config import WorkerSettings
 from shared.tasks import JOB_TYPES, QUEUE_GENERATION, QUEUE_TAGGING, QUEUES, SWEEP_TASK
 
 
-def create_celery(settings: WorkerSettings, *, include: list[str] | None = None) -> Celery:
+def create_celery(
+    settings: WorkerSettings,
+    *,
+    include: list[str] | None = None,
+    publish_timeout_s: float | None = None,
+) -> Celery:
+    """The Celery app; ``publish_timeout_s`` bounds each Redis command of a producer that must
+    answer its caller (the gateway), so a stalled broker fails a publish instead of hanging it.
+    Workers leave it unset: their consumer connection waits on Redis by design."""
     app = Celery("atelier", broker=settings.redis_url, include=include or [])
+    timeouts: dict[str, float] = {"socket_connect_timeout": 3}
+    if publish_timeout_s is not None:
+        timeouts = {
+            "socket_connect_timeout": publish_timeout_s,
+            "socket_timeout": publish_timeout_s,
+        }
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -34,10 +48,10 @@ def create_celery(settings: WorkerSettings, *, include: list[str] | None = None)
         # training job or a running job would be delivered twice.
         broker_transport_options={
             "visibility_timeout": settings.training_time_limit_s + 600,
-            "socket_connect_timeout": 3,
+            **timeouts,
         },
         broker_connection_retry_on_startup=True,
-        broker_connection_timeout=3,
+        broker_connection_timeout=timeouts["socket_connect_timeout"],
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep-jobs": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},

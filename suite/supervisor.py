@@ -4,7 +4,9 @@ Starts (or reuses) Redis, migrates the database, builds the missing models servi
 taggers, seconds), then runs the gateway, the recommender, one Celery worker per queue and Celery
 beat as child processes. The bundled generators, minutes of training each, are then built by the
 suite itself as jobs on the `training` queue (shared/bundled.py), their progress printed here.
-Ctrl-C (or SIGTERM) stops every child it started, then Redis if it started that too.
+Ctrl-C (or SIGTERM) stops every child it started, then Redis if it started that too. A private
+Redis that dies is started again on the same port (with backoff), and the queued jobs whose
+messages it held are handed to the sweeper to publish again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from shared.bundled import GENERATORS, BuildWatcher, ensure_builds, missing
 from shared.config import CommonSettings, WorkerSettings
 from shared.db.migrate import upgrade
 from shared.db.session import session_scope
+from shared.jobs import forget_publications
 from shared.model_versions import active_version
 from shared.tasks import QUEUE_TAGGING, QUEUES
 
@@ -34,6 +37,10 @@ from shared.tasks import QUEUE_TAGGING, QUEUES
 SERVING_MODELS = ("image_tagger", "text_embedder")
 # Seconds between two reads of the build jobs' progress.
 BUILD_POLL_S = 2.0
+# Restarts of a private Redis wait 1, 2, 4, ... seconds, at most this long; a Redis that stayed
+# up REDIS_STABLE_S before dying starts the series again, so a crash loop cannot spin.
+REDIS_BACKOFF_MAX_S = 30.0
+REDIS_STABLE_S = 60.0
 
 
 def _say(msg: str) -> None:
@@ -83,6 +90,11 @@ class Supervisor:
     beat: bool = True
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     redis_proc: subprocess.Popen[bytes] | None = None
+    redis_port: int = 0
+    redis_restarts: int = 0
+    _redis_started_at: float = 0.0
+    _redis_failures: int = 0
+    _redis_restart_at: float | None = None
     watcher: BuildWatcher | None = None
     db_url: str = ""
 
@@ -93,9 +105,17 @@ class Supervisor:
             return wanted
         if wanted:
             _say(f"Redis at {wanted} is not reachable; starting a private one instead")
+        self.redis_port = free_port()
+        url = self._launch_redis()
+        _say(f"started private Redis at {url} (data in {self.var_dir / 'redis'})")
+        return url
+
+    def _launch_redis(self) -> str:
+        """Start the private Redis on ``redis_port`` and wait until it answers."""
         data = self.var_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = self.redis_port
+        self._redis_started_at = time.monotonic()
         self.redis_proc = subprocess.Popen(
             [
                 bundled_redis_server(),
@@ -111,12 +131,58 @@ class Supervisor:
         url = f"redis://127.0.0.1:{port}/0"
         for _ in range(100):
             if redis_reachable(url, 0.2):
-                _say(f"started private Redis at {url} (data in {data})")
                 return url
             if self.redis_proc.poll() is not None:
                 break
             time.sleep(0.1)
         raise RuntimeError(f"private Redis did not start; see {data / 'redis.log'}")
+
+    def tend_redis(self) -> None:
+        """Restart the private Redis if it died; called from the supervision loop.
+
+        The children keep its URL, so it comes back on the same port; they reconnect by
+        themselves (Celery retries the broker, the gateway publishes per request)."""
+        proc = self.redis_proc
+        if proc is None or proc.poll() is None:
+            return
+        now = time.monotonic()
+        if self._redis_restart_at is None:
+            if now - self._redis_started_at > REDIS_STABLE_S:
+                self._redis_failures = 0
+            delay = min(REDIS_BACKOFF_MAX_S, 2.0**self._redis_failures)
+            self._redis_failures += 1
+            self._redis_restart_at = now + delay
+            _say(f"private Redis exited ({proc.returncode}); restarting it in {delay:g} s")
+            return
+        if now < self._redis_restart_at:
+            return
+        self._redis_restart_at = None
+        try:
+            url = self._launch_redis()
+        except (RuntimeError, OSError) as exc:
+            # Its port taken meanwhile, a full disk, ...: the next call backs off further.
+            _say(f"could not restart private Redis ({exc})")
+            if self.redis_proc is not None and self.redis_proc.poll() is None:
+                self.redis_proc.kill()
+                self.redis_proc.wait()
+            return
+        self.redis_restarts += 1
+        _say(f"restarted private Redis at {url}")
+        self._republish_lost_jobs()
+
+    def _republish_lost_jobs(self) -> None:
+        # Messages published after Redis's last snapshot died with it; their jobs are still
+        # queued in the database, and the sweeper publishes them once marked unpublished.
+        if not self.db_url:
+            return
+        try:
+            with session_scope(self.db_url) as s:
+                n = forget_publications(s)
+        except SQLAlchemyError as exc:
+            _say(f"could not mark queued jobs for publishing again ({type(exc).__name__})")
+            return
+        if n:
+            _say(f"{n} queued job(s) will be published again by the sweeper")
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         proc = subprocess.Popen(args, env=env, start_new_session=True)
@@ -213,6 +279,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, _stop)
         next_poll = 0.0
         while not stopping:
+            self.tend_redis()
             for name, proc in self.procs:
                 if proc.poll() is not None:
                     _say(f"{name} exited with status {proc.returncode}; stopping the suite")

@@ -11,6 +11,8 @@ import anyio
 import redis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from services.gateway.api.deps import KeyCache
 from services.gateway.api.metrics import JobsCollector
@@ -65,9 +67,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # batch's files decode in parallel, never more than decode_threads at once (CPU, and
     # memory: a decoded image can be large).
     app.state.decode_limiter = anyio.CapacityLimiter(settings.decode_threads or os.cpu_count() or 1)
-    app.state.celery = create_celery(WorkerSettings(redis_url=settings.redis_url))
+    app.state.celery = create_celery(
+        WorkerSettings(redis_url=settings.redis_url), publish_timeout_s=settings.broker_timeout_s
+    )
+    # No retries: a readiness check answers how Redis is now, within broker_timeout_s.
     app.state.redis = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2, socket_timeout=2
+        settings.redis_url,
+        socket_connect_timeout=settings.broker_timeout_s,
+        socket_timeout=settings.broker_timeout_s,
+        retry=Retry(NoBackoff(), 0),
     )
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(JobsCollector(app))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
+from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
@@ -92,7 +93,9 @@ async def create_content(
         inc=inc,
         replace=on_conflict == "update",
     )
-    publish(session, celery, job)
+    # In a thread: a publish may wait on a stalled Redis for broker_timeout_s, and the event
+    # loop must keep answering other requests meanwhile.
+    await to_thread.run_sync(publish, session, celery, job)
     response.headers["Location"] = f"/v1/content/{item.id}"
     return ContentAccepted(id=item.id, job_id=job.id, status=job.status, created=created)
 
@@ -118,7 +121,7 @@ async def create_content_batch(
     items, job = await content_items.create_batch(
         session, storage, settings, limiter, tenant_id=principal.tenant_id, incoming=incoming
     )
-    publish(session, celery, job)
+    await to_thread.run_sync(publish, session, celery, job)
     return ContentBatchAccepted(
         items=[
             ContentAccepted(id=i.id, job_id=job.id, status=job.status, created=True) for i in items

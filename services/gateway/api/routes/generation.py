@@ -119,8 +119,14 @@ async def generate_text(
     is still building the bundled generator (first start), answers 503 `model_not_ready` with
     the build job's id and progress."""
     _check_model(settings, session, "text_generator", principal.tenant_id, body.model_version)
-    job = _enqueue(
-        session, celery, principal.tenant_id, "generate_text", body.model_dump(mode="json")
+    # In a thread, as every publish from an async route: Redis may stall (broker_timeout_s).
+    job = await run_in_threadpool(
+        _enqueue,
+        session,
+        celery,
+        principal.tenant_id,
+        "generate_text",
+        body.model_dump(mode="json"),
     )
     return await _answer(request, response, job, wait)
 
@@ -140,7 +146,9 @@ async def generate_images(
     the seed and model version in its metadata) and auto-tagged like an upload."""
     _check_model(settings, session, "image_generator", principal.tenant_id, body.model_version)
     params = {"mode": "sample", **body.model_dump(mode="json")}
-    job = _enqueue(session, celery, principal.tenant_id, "generate_images", params)
+    job = await run_in_threadpool(
+        _enqueue, session, celery, principal.tenant_id, "generate_images", params
+    )
     return await _answer(request, response, job, wait)
 
 
@@ -158,7 +166,9 @@ async def interpolate_images(
     """A latent walk (spherical interpolation) from ``seed_a`` to ``seed_b`` in ``steps`` images."""
     _check_model(settings, session, "image_generator", principal.tenant_id, body.model_version)
     params = {"mode": "interpolate", **body.model_dump(mode="json")}
-    job = _enqueue(session, celery, principal.tenant_id, "generate_images", params)
+    job = await run_in_threadpool(
+        _enqueue, session, celery, principal.tenant_id, "generate_images", params
+    )
     return await _answer(request, response, job, wait)
 
 

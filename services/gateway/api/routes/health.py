@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -20,9 +22,9 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _checks(request: Request) -> dict[str, Any]:
+def _checks(request: Request, checks: dict[str, Any]) -> None:
+    """Fill ``checks`` one by one, so what answered is known if the deadline passes first."""
     state = request.app.state
-    checks: dict[str, Any] = {}
     try:
         with state.sessionmaker() as s:
             s.execute(text("SELECT 1"))
@@ -43,12 +45,18 @@ def _checks(request: Request) -> dict[str, Any]:
     for name in REQUIRED_MODELS:
         version = active_version(models_dir, name)
         checks[f"model:{name}"] = f"ok ({version})" if version else "missing (run `make models`)"
-    return checks
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    checks = await run_in_threadpool(_checks, request)
+    timeout = request.app.state.settings.readyz_timeout_s
+    found: dict[str, Any] = {}
+    # A dependency that hangs (a stalled Redis, a database behind a partition) must not hang
+    # the probe: past the deadline the thread is left to finish and the answer is 503.
+    with anyio.move_on_after(timeout):
+        await to_thread.run_sync(_checks, request, found, abandon_on_cancel=True)
+    names = ("database", "redis", "storage", *(f"model:{n}" for n in REQUIRED_MODELS))
+    checks = {n: found.get(n, f"error: no answer within {timeout:g} s") for n in names}
     ok = all(str(v).startswith("ok") for v in checks.values())
     if ok:
         return JSONResponse({"status": "ready", "checks": checks})
