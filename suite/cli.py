@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from shared.config import CommonSettings
+from suite.cli_api import register as register_api_commands
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
 tenants = typer.Typer(no_args_is_help=True, help="Manage tenants.")
@@ -152,9 +153,19 @@ def status() -> None:
             typer.echo(f"  {describe(job)}  [job {job.id}]")
 
 
-@app.command("models")
-def models(force: bool = False) -> None:
+models_app = typer.Typer(
+    invoke_without_command=True,
+    help="Build the bundled models (no subcommand); list and activate versions over the API.",
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models(ctx: typer.Context, force: bool = False) -> None:
     """Build every bundled model (needs the `train` extra)."""
+    # `atelier models` alone builds, as it did before `list` and `activate` joined it.
+    if ctx.invoked_subcommand is not None:
+        return
     from workers.training.build.__main__ import main
 
     args = ["--force"] if force else []
@@ -183,6 +194,9 @@ def reco_evaluate(
         raise typer.Exit(1)
     typer.echo(evaluate_csv(interactions, plot=plot, budget_s=budget_s))
 
+
+# Commands that drive a running suite over its HTTP API, with the Python client.
+register_api_commands(app, models_app)
 
 if __name__ == "__main__":
     app()
