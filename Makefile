@@ -18,6 +18,8 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	# The Python client (its own distribution); the atelier CLI's API commands use it.
+	$(BIN)/python -m pip install -q -e ./clients/python
 	@$(BIN)/python -c "import cairosvg" 2>/dev/null || { \
 	  echo "installing libcairo2 (system library cairosvg needs)"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q libcairo2; }
