@@ -48,7 +48,9 @@ from services.recommender.candidates import Query
 from services.recommender.candidates import top_indices as _top
 from services.recommender.recommendations import Recommendations
 from services.recommender.store import ModelStore
+from shared import internal_auth
 from shared.auth import create_api_key, create_tenant
+from shared.config import DEV_INTERNAL_SECRET
 from shared.db.migrate import upgrade
 from shared.db.scratch import DEFAULT_SERVER, libpq, scratch_database
 from shared.db.session import get_sessionmaker, session_scope
@@ -56,6 +58,20 @@ from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS, TENANT_HEADER
 from workers.training.recommender import default_budget_s, read_interactions, save_version
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _signed(name: str, target: str, headers: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The recommender refuses unsigned calls: sign each as the gateway does (the services run
+    with the development secret)."""
+    own = headers[name]
+    if TENANT_HEADER not in own:
+        return own
+    return {
+        **own,
+        **internal_auth.sign(
+            DEV_INTERNAL_SECRET, method="GET", target=target, tenant=own[TENANT_HEADER]
+        ),
+    }
 
 
 def _free_port() -> int:
@@ -216,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
             ATELIER_ENVIRONMENT="test",
             ATELIER_STORAGE_URL=f"file://{models_dir / 'blobs'}",
             ATELIER_RECOMMENDER_URL=f"http://127.0.0.1:{reco_port}",
+            # Latency, not throttling, is measured: one key sends every request.
+            ATELIER_RATE_LIMIT_KEY_RPS="0",
         )
         targets = {
             "recommender": (reco_port, "services.recommender.main:create_app", ROOT),
@@ -277,7 +295,10 @@ def main(argv: list[str] | None = None) -> None:
             }
             for name, client in clients.items():
                 for u in users[:50]:
-                    client.get(paths[name].format(u), headers=headers[name])
+                    client.get(
+                        paths[name].format(u),
+                        headers=_signed(name, paths[name].format(u), headers),
+                    )
             # Rounds alternate the targets (and their order), so load from other work on the
             # machine falls on all of them alike.
             per_round = -(-len(users) // args.rounds)
@@ -289,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
                     for u in chunk:
                         t = time.perf_counter()
                         r = client.get(
-                            paths[name].format(u), params={"limit": 10}, headers=headers[name]
+                            paths[name].format(u) + "?limit=10",
+                            headers=_signed(name, paths[name].format(u) + "?limit=10", headers),
                         )
                         http_ms[name].append((time.perf_counter() - t) * 1000)
                         assert r.status_code == 200, r.text

@@ -67,6 +67,13 @@ class CommonSettings(BaseSettings):
     working_copy_size: int = 256
     thumbnail_size: int = 256
     thumbnail_format: Literal["jpeg", "webp"] = "jpeg"
+    webhook_allow_private_targets: bool = Field(
+        default=False,
+        description="Let webhooks target loopback, private, link-local and other non-public "
+        "addresses (checked at registration by the gateway and after DNS resolution at each "
+        "delivery by the workers). Only for tests and closed networks: otherwise a tenant could "
+        "make the workers call internal services (SSRF).",
+    )
 
     @model_validator(mode="after")
     def _production_needs_real_services(self) -> CommonSettings:
@@ -91,7 +98,50 @@ class CommonSettings(BaseSettings):
         return url
 
 
-class GatewaySettings(CommonSettings):
+# The development default of internal_secret: both services know it without configuration, so
+# `atelier run` works as is; production refuses it.
+DEV_INTERNAL_SECRET = "atelier-development-internal-secret"
+
+
+class ServiceSettings(CommonSettings):
+    """What both HTTP services (gateway and recommender) share: input limits, internal calls."""
+
+    max_json_bytes: int = Field(
+        default=32 * 2**20,
+        gt=0,
+        description="Largest JSON request body in bytes, refused with 413 while it streams in.",
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=2,
+        description="Deepest nesting of objects and arrays in a JSON body (or a JSON form field), "
+        "refused with 422 before parsing.",
+    )
+    internal_secret: SecretStr = Field(
+        default=SecretStr(DEV_INTERNAL_SECRET),
+        description="HMAC-SHA256 key the gateway signs its calls to the recommender's internal "
+        "API with, and the recommender verifies; the same value on both. Production refuses "
+        "the development default and values under 32 characters.",
+    )
+    internal_auth_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How far a signed internal call's timestamp may be from the recommender's "
+        "clock, either way, in seconds (replay window).",
+    )
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_secret(self) -> ServiceSettings:
+        secret = self.internal_secret.get_secret_value()
+        if self.environment == "production" and (secret == DEV_INTERNAL_SECRET or len(secret) < 32):
+            raise ValueError(
+                "set ATELIER_INTERNAL_SECRET to a random value of at least 32 characters (the "
+                "same for gateway and recommender) when ATELIER_ENVIRONMENT=production"
+            )
+        return self
+
+
+class GatewaySettings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_bytes: int = 25 * 1024 * 1024
@@ -123,12 +173,32 @@ class GatewaySettings(CommonSettings):
         description="Seconds /readyz waits for its checks; a check still running then is "
         "reported as timed out and the answer is 503.",
     )
+    rate_limit_key_rps: float = Field(
+        default=100.0,
+        ge=0,
+        description="Requests per second one API key may make on average (a token bucket in "
+        "Redis shared by every gateway process); more answer 429 with Retry-After. 0: no limit.",
+    )
+    rate_limit_key_burst: int = Field(
+        default=200, ge=1, description="Requests an idle API key may make at once."
+    )
+    rate_limit_tenant_rps: float = Field(
+        default=0.0,
+        ge=0,
+        description="Requests per second all API keys of one tenant may make together, for "
+        "deployments that share one gateway among tenants. 0: no limit.",
+    )
+    rate_limit_tenant_burst: int = Field(
+        default=400, ge=1, description="Requests an idle tenant may make at once."
+    )
 
 
-class RecommenderSettings(CommonSettings):
+class RecommenderSettings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = 8001
     model_check_interval_s: float = 5.0
+    # Its API takes no request bodies today; a small bound keeps it that way for hostile ones.
+    max_json_bytes: int = Field(default=2**20, gt=0)
 
 
 class WorkerSettings(CommonSettings):

@@ -19,6 +19,7 @@ from services.gateway.uploads import ImageInfo
 from shared.config import GatewaySettings
 from shared.http import ApiError
 from shared.imaging import Rendition
+from shared.request_limits import loads_limited
 from shared.schemas.content import ContentBatchCreate, ContentCreate
 from shared.storage import BlobSource, StoredBlob
 
@@ -111,7 +112,9 @@ async def parse_single(request: Request, settings: GatewaySettings) -> Incoming:
         if upload is not None and not isinstance(upload, UploadFile):
             raise Invalid("`file` must be a file part")
         metadata = crud.parse_metadata(
-            form_str(form, "metadata"), max_bytes=settings.max_metadata_bytes
+            form_str(form, "metadata"),
+            max_bytes=settings.max_metadata_bytes,
+            max_depth=settings.max_json_depth,
         )
         fields = content_fields(
             {
@@ -178,8 +181,8 @@ async def parse_batch(request: Request, settings: GatewaySettings) -> list[Incom
         specs: list[Any] = []
         if raw_items:
             try:
-                specs = json.loads(raw_items)
-            except json.JSONDecodeError as exc:
+                specs = loads_limited(raw_items, settings.max_json_depth)
+            except ValueError as exc:
                 raise Invalid(f"`items` is not valid JSON: {exc}") from exc
             if not isinstance(specs, list) or len(specs) != len(files):
                 raise Invalid("`items` must be a JSON array with one object per file")

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from services.gateway.errors import Invalid, NotFound, TooLarge
 from shared.db.models import VISIBLE_ORIGINS, ContentItem, Job, Tag, TagOrigin
+from shared.request_limits import loads_limited
 from shared.schemas.content import AssetPublic, ContentPublic, TagLevel, TagPublic
 
 # The tagger's working copy is internal and short-lived (shared/imaging.py).
@@ -160,14 +161,14 @@ def list_content(
     return rows[:limit], next_cursor
 
 
-def parse_metadata(raw: str | None, *, max_bytes: int) -> dict[str, Any]:
+def parse_metadata(raw: str | None, *, max_bytes: int, max_depth: int) -> dict[str, Any]:
     if raw is None or raw == "":
         return {}
     if len(raw.encode()) > max_bytes:
         raise TooLarge(f"metadata exceeds {max_bytes} bytes")
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
+        value = loads_limited(raw, max_depth)
+    except ValueError as exc:
         raise Invalid(f"metadata is not valid JSON: {exc}", code="invalid_metadata") from exc
     if not isinstance(value, dict):
         raise Invalid("metadata must be a JSON object", code="invalid_metadata")

@@ -18,6 +18,7 @@ from shared.schemas.recommendations import (
     interaction_time_error,
     interaction_value_error,
 )
+from shared.schemas.text import text_error
 
 
 class Event(NamedTuple):
@@ -37,7 +38,8 @@ _event_adapter = TypeAdapter(InteractionIn)
 
 
 def _text(v: Any, limit: int) -> bool:
-    return type(v) is str and 0 < len(v) <= limit
+    # Unstorable text (NUL, lone surrogates) takes the pydantic path, which names the field.
+    return type(v) is str and 0 < len(v) <= limit and text_error(v) is None
 
 
 def _fast_event(ev: Any, known: frozenset[str] | set[str], now: datetime) -> Event | None:

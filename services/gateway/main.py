@@ -29,12 +29,14 @@ from services.gateway.api.routes import (
     vocabulary,
     webhooks,
 )
+from services.gateway.rate_limit import RateLimiter
 from services.gateway.recommender_client import RecommenderClient
 from services.gateway.similar import SimilarIndex
 from shared.config import GatewaySettings, WorkerSettings, gateway_settings
 from shared.db.session import get_sessionmaker
 from shared.http import BodySizeLimit, RequestMetrics, install_error_handlers
 from shared.queue import create_celery
+from shared.request_limits import InputLimits
 from shared.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await app.state.recommender.close()
+        await app.state.rate_limiter.close()
         app.state.redis.close()
 
     app = FastAPI(
@@ -59,9 +62,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.sessionmaker = get_sessionmaker(settings.sqlalchemy_url)
     app.state.storage = open_storage(settings.storage_url, settings)
     app.state.recommender = RecommenderClient(
-        settings.recommender_url, timeout_s=settings.recommender_timeout_s
+        settings.recommender_url,
+        timeout_s=settings.recommender_timeout_s,
+        secret=settings.internal_secret.get_secret_value(),
     )
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
+    app.state.rate_limiter = RateLimiter(
+        settings.redis_url,
+        key_rps=settings.rate_limit_key_rps,
+        key_burst=settings.rate_limit_key_burst,
+        tenant_rps=settings.rate_limit_tenant_rps,
+        tenant_burst=settings.rate_limit_tenant_burst,
+    )
     app.state.similar = SimilarIndex(settings.similar_cache_mb * 2**20)
     # One process-wide bound on concurrent upload decodes, whatever the number of requests: a
     # batch's files decode in parallel, never more than decode_threads at once (CPU, and
@@ -85,6 +97,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         limit=settings.max_upload_bytes + settings.max_text_chars * 4 + 1024 * 1024,
+    )
+    app.add_middleware(
+        InputLimits, max_bytes=settings.max_json_bytes, max_depth=settings.max_json_depth
     )
     app.include_router(health.router)
     app.include_router(content.router)

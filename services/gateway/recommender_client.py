@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from urllib.parse import quote, urlencode
 
 import aiohttp
+from yarl import URL
 
+from shared import internal_auth
 from shared.http import ApiError
+from shared.schemas.recommendations import TENANT_HEADER
 
 
 class RecommenderClient:
-    def __init__(self, base_url: str, *, timeout_s: float):
+    def __init__(self, base_url: str, *, timeout_s: float, secret: str):
         self.base_url = base_url.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._secret = secret
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -32,11 +37,18 @@ class RecommenderClient:
     async def get(
         self, path: str, *, params: Sequence[tuple[str, str]], headers: dict[str, str]
     ) -> tuple[int, str, bytes]:
-        """``(status, content type, body)``; unreachable -> 503, too slow -> 504."""
+        """``(status, content type, body)``, signed (shared/internal_auth.py); unreachable ->
+        503, too slow -> 504."""
+        # The query is encoded here and sent as is (encoded=True), so the signed target is
+        # byte for byte what the recommender receives.
+        query = urlencode(list(params), quote_via=quote)
+        target = f"{path}?{query}" if query else path
+        signed = internal_auth.sign(
+            self._secret, method="GET", target=target, tenant=headers.get(TENANT_HEADER, "")
+        )
+        url = URL(self.base_url + target, encoded=True)
         try:
-            async with self._client().get(
-                self.base_url + path, params=list(params), headers=headers
-            ) as r:
+            async with self._client().get(url, headers={**headers, **signed}) as r:
                 return r.status, r.headers.get("content-type", ""), await r.read()
         except TimeoutError as exc:
             raise ApiError(504, "the recommender service did not answer in time") from exc

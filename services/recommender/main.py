@@ -1,7 +1,7 @@
 """The recommender service: ``uvicorn --factory services.recommender.main:create_app``.
 
-It listens on loopback by default and trusts the tenant header the gateway sets (see
-``api/routes/recommend.py``); put it on a private network only.
+It listens on loopback by default and trusts the tenant header the gateway sets only on calls
+the gateway signed (see ``api/routes/recommend.py``); put it on a private network all the same.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from services.recommender.store import ModelStore
 from shared.config import RecommenderSettings, recommender_settings
 from shared.db.session import get_sessionmaker
 from shared.http import RequestMetrics, install_error_handlers
+from shared.request_limits import InputLimits
 
 
 def create_app(settings: RecommenderSettings | None = None) -> FastAPI:
@@ -35,6 +36,9 @@ def create_app(settings: RecommenderSettings | None = None) -> FastAPI:
     RequestMetrics(app.state.metrics_registry, "recommender").install(app)
     install_error_handlers(app)
     install_domain_error_handler(app)
+    app.add_middleware(
+        InputLimits, max_bytes=settings.max_json_bytes, max_depth=settings.max_json_depth
+    )
     app.include_router(health.router)
     app.include_router(recommend.router)
     return app

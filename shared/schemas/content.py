@@ -5,8 +5,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.schemas.text import RequestModel
 
-class ContentCreate(BaseModel):
+
+class ContentCreate(RequestModel):
     """JSON body of ``POST /v1/content`` for text-only content."""
 
     model_config = ConfigDict(extra="forbid")
@@ -17,7 +19,7 @@ class ContentCreate(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class ContentBatchCreate(BaseModel):
+class ContentBatchCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[ContentCreate] = Field(min_length=1)
@@ -82,14 +84,14 @@ class ContentPage(BaseModel):
     next_cursor: str | None
 
 
-class TagCreate(BaseModel):
+class TagCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     score: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
-class TagsCreate(BaseModel):
+class TagsCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     tags: list[TagCreate] = Field(min_length=1, max_length=100)

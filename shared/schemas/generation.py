@@ -4,8 +4,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.schemas.text import RequestModel
 
-class TextGenerateRequest(BaseModel):
+
+class TextGenerateRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(default="", max_length=2000)
@@ -32,7 +34,7 @@ class TextGenerateRequest(BaseModel):
         return value
 
 
-class ImagesGenerateRequest(BaseModel):
+class ImagesGenerateRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(default=8, ge=1, le=64)
@@ -44,7 +46,7 @@ class ImagesGenerateRequest(BaseModel):
     )
 
 
-class InterpolateRequest(BaseModel):
+class InterpolateRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     seed_a: int = Field(ge=0, le=2**32 - 1)
@@ -57,14 +59,14 @@ class InterpolateRequest(BaseModel):
     )
 
 
-class CorpusFilter(BaseModel):
+class CorpusFilter(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     tag: str | None = Field(default=None, max_length=200)
     kind: str | None = Field(default=None, max_length=16)
 
 
-class TextGeneratorTrain(BaseModel):
+class TextGeneratorTrain(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     filter: CorpusFilter = Field(default_factory=CorpusFilter)
@@ -96,7 +98,7 @@ class TextGeneratorTrain(BaseModel):
     )
 
 
-class ImageGeneratorTrain(BaseModel):
+class ImageGeneratorTrain(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     filter: CorpusFilter = Field(default_factory=CorpusFilter)

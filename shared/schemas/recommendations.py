@@ -8,6 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from shared.schemas.text import RequestModel
+
 # Default weights of the built-in event types; a tenant may override them and add its own.
 # `rating` multiplies the event's `value`, so a 1-5 rating weighs 1-5 views.
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
@@ -64,7 +66,7 @@ def interaction_time_error(timestamp: datetime, now: datetime) -> str | None:
     return None
 
 
-class InteractionIn(BaseModel):
+class InteractionIn(RequestModel):
     """One interaction event.
 
     ``value`` and ``timestamp`` must lie in the sane range above. Validation reads "now" from
@@ -112,7 +114,7 @@ class InteractionsAccepted(BaseModel):
     items_created: int = Field(description="unknown item ids stored as bare items")
 
 
-class RecommenderConfigIn(BaseModel):
+class RecommenderConfigIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     event_weights: dict[str, float] = Field(
@@ -141,7 +143,7 @@ class RecommenderConfigPublic(BaseModel):
     trending_half_life_days: float
 
 
-class TrainRequest(BaseModel):
+class TrainRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     budget_s: float | None = Field(

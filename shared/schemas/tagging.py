@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.schemas.text import RequestModel
+
 # Limits, documented in the API: a vocabulary is embedded per tagging job (cached per worker),
 # so it stays small enough to embed in well under a second on one core.
 MAX_VOCABULARY_ENTRIES = 500
@@ -37,7 +39,7 @@ def _nonblank_tag(name: str) -> str:
     return name
 
 
-class VocabularyEntryIn(BaseModel):
+class VocabularyEntryIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=MAX_TAG_NAME_CHARS)
@@ -82,7 +84,7 @@ class VocabularyEntryIn(BaseModel):
         return out
 
 
-class FacetIn(BaseModel):
+class FacetIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=MAX_TAG_NAME_CHARS)
@@ -100,7 +102,7 @@ class FacetIn(BaseModel):
         return _nonblank_tag(v)
 
 
-class VocabularyIn(BaseModel):
+class VocabularyIn(RequestModel):
     """The object form of ``PUT /v1/vocabulary``: facets and the entries that use them."""
 
     model_config = ConfigDict(extra="forbid")
@@ -143,7 +145,7 @@ class SimilarPage(BaseModel):
     items: list[SimilarItem]
 
 
-class TaggerCreate(BaseModel):
+class TaggerCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
@@ -180,7 +182,7 @@ class TaggerCreate(BaseModel):
         return self
 
 
-class TaggerExampleIn(BaseModel):
+class TaggerExampleIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     content_id: str = Field(min_length=1, max_length=36)
@@ -192,7 +194,7 @@ class TaggerExampleIn(BaseModel):
         return normalise_tag(v)
 
 
-class TaggerExamplesIn(BaseModel):
+class TaggerExamplesIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     examples: list[TaggerExampleIn] = Field(min_length=1, max_length=MAX_EXAMPLES_PER_REQUEST)

@@ -4,8 +4,10 @@ from datetime import datetime
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from shared.schemas.text import RequestModel
 
-class WebhookCreate(BaseModel):
+
+class WebhookCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     url: AnyHttpUrl

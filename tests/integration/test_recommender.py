@@ -326,7 +326,7 @@ def test_tenants_are_isolated(client: TestClient, stack: Stack) -> None:
 def test_recommender_down_is_a_503_in_the_error_shape(client: TestClient, stack: Stack) -> None:
     _, key = stack.new_key()
     client.app.state.recommender = RecommenderClient(  # type: ignore[attr-defined]
-        "http://127.0.0.1:9", timeout_s=2
+        "http://127.0.0.1:9", timeout_s=2, secret="unused: nothing listens"
     )
     r = client.get("/v1/users/u/recommendations", headers=auth(key))
     assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable"

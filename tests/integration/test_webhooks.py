@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway.main import create_app
+from shared.webhooks import verify_signature
 from tests.conftest import Stack, WorkerProcess
 from tests.helpers import auth, wait_job
 
@@ -56,7 +57,9 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def client(stack: Stack, worker: WorkerProcess) -> Iterator[TestClient]:
-    with TestClient(create_app(stack.gateway_settings())) as c:
+    # The receiver listens on loopback: allowed for these tests only (the workers get the
+    # same setting from Stack.env).
+    with TestClient(create_app(stack.gateway_settings(webhook_allow_private_targets=True))) as c:
         yield c
 
 
@@ -77,8 +80,25 @@ def test_job_finish_is_delivered_signed(
     job = wait_job(client, admin, r.json()["job_id"])
     receiver.wait(1)
     headers, body = receiver.requests[0]
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["x-atelier-signature"], expected)
+    timestamp = headers["x-atelier-timestamp"]
+    assert abs(int(timestamp) - time.time()) < 120
+    # The documented scheme, computed by hand: HMAC-SHA256 of "<timestamp>.<raw body>".
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    assert hmac.compare_digest(headers["x-atelier-signature"], "sha256=" + mac.hexdigest())
+    assert verify_signature(
+        secret, body, timestamp=timestamp, signature_header=headers["x-atelier-signature"]
+    )
+    # A replay later than the window, or another body, does not verify.
+    assert not verify_signature(
+        secret,
+        body,
+        timestamp=timestamp,
+        signature_header=headers["x-atelier-signature"],
+        now=int(timestamp) + 301,
+    )
+    assert not verify_signature(
+        secret, body + b" ", timestamp=timestamp, signature_header=headers["x-atelier-signature"]
+    )
     payload = json.loads(body)
     assert payload["event"] == "job.finished"
     assert payload["job"]["id"] == job["id"] and payload["job"]["status"] == "succeeded"

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.gateway.rate_limit import RateLimiter
 from services.gateway.similar import SimilarIndex
 from shared.auth import hash_key, lookup_key
 from shared.config import GatewaySettings
@@ -125,6 +126,16 @@ async def get_principal(
         if principal is None:
             raise ApiError(401, "invalid or revoked API key", headers=challenge)
         cache.put(key_hash, principal)
+    # Every authenticated route depends on this, so every one is rate limited.
+    limiter: RateLimiter = request.app.state.rate_limiter
+    refusal = await limiter.check(key_id=principal.key_id, tenant_id=principal.tenant_id)
+    if refusal is not None:
+        raise ApiError(
+            429,
+            f"too many requests for this {refusal.scope}; retry in {refusal.retry_after_s} s",
+            headers={"Retry-After": str(refusal.retry_after_s)},
+            details={"limit": refusal.scope, "retry_after_s": refusal.retry_after_s},
+        )
     return principal
 
 

@@ -7,11 +7,12 @@ import secrets
 from fastapi import APIRouter, Response
 from sqlalchemy import func, select
 
-from services.gateway.api.deps import AdminDep, SessionDep
+from services.gateway.api.deps import AdminDep, SessionDep, SettingsDep
 from shared.db.models import Webhook
 from shared.http import ApiError
 from shared.schemas.webhooks import WebhookCreate, WebhookCreated, WebhookPublic
 from shared.tasks import JOB_TYPES
+from shared.webhooks import registration_problem
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 
@@ -25,10 +26,18 @@ def _public(h: Webhook) -> WebhookPublic:
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookCreated)
-def create_webhook(body: WebhookCreate, principal: AdminDep, session: SessionDep) -> WebhookCreated:
+def create_webhook(
+    body: WebhookCreate, principal: AdminDep, session: SessionDep, settings: SettingsDep
+) -> WebhookCreated:
     unknown = sorted(set(body.job_types) - set(JOB_TYPES))
     if unknown:
         raise ApiError(422, f"unknown job types {unknown}", details={"allowed": sorted(JOB_TYPES)})
+    # Checked again after DNS resolution at every delivery (shared/webhooks.py).
+    problem = registration_problem(
+        str(body.url), allow_private=settings.webhook_allow_private_targets
+    )
+    if problem:
+        raise ApiError(422, f"url: {problem}", details={"loc": ["url"]})
     count = session.scalar(
         select(func.count()).select_from(Webhook).where(Webhook.tenant_id == principal.tenant_id)
     )

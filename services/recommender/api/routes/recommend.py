@@ -1,8 +1,9 @@
 """Internal endpoints the gateway forwards to.
 
 There is no API-key check here: the gateway authenticates the caller and passes the tenant id in
-``X-Atelier-Tenant``. That is only safe because the recommender listens on loopback (the default
-``ATELIER_HOST=127.0.0.1``) or a private network reachable by the gateway alone; never expose it.
+``X-Atelier-Tenant``, and signs the call with the secret both share (shared/internal_auth.py);
+anything unsigned, altered or older than the replay window is a 401. Keep the recommender on
+loopback or a private network all the same.
 """
 
 from __future__ import annotations
@@ -17,15 +18,37 @@ from pydantic import TypeAdapter
 from services.recommender.candidates import Query as RecoQuery
 from services.recommender.recommendations import Recommendations
 from services.recommender.store import ModelStore
+from shared import internal_auth
+from shared.config import RecommenderSettings
 from shared.http import ApiError
 from shared.schemas.recommendations import TENANT_HEADER, RecommendationList
 
 router = APIRouter(prefix="/internal/v1", tags=["recommend"])
 
 
-async def get_tenant(tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> str:
+async def get_tenant(
+    request: Request, tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None
+) -> str:
     if not tenant:
         raise ApiError(401, f"missing {TENANT_HEADER} header (set by the gateway)")
+    settings: RecommenderSettings = request.app.state.settings
+    scope = request.scope
+    # The path as it came on the wire (percent-escapes intact), as the gateway signed it.
+    raw_path = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
+    query = scope.get("query_string", b"")
+    target = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
+    problem = internal_auth.verify(
+        settings.internal_secret.get_secret_value(),
+        method=request.method,
+        target=target,
+        tenant=tenant,
+        body=await request.body(),
+        timestamp=request.headers.get(internal_auth.TIMESTAMP_HEADER),
+        signature=request.headers.get(internal_auth.SIGNATURE_HEADER),
+        window_s=settings.internal_auth_window_s,
+    )
+    if problem:
+        raise ApiError(401, f"unauthenticated internal call: {problem}")
     return tenant
 
 
