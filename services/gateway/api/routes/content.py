@@ -192,9 +192,12 @@ def download_asset(
     asset = next((a for a in item.assets if a.role == role), None)
     if asset is None or role not in crud.PUBLIC_ASSET_ROLES:
         raise NotFound(f"content {content_id} has no {role!r} asset")
+    # An upload may be a polyglot (a valid JPEG with HTML or a ZIP appended): browsers must
+    # take it as the sniffed image type it was stored as, never guess another.
+    headers = {"X-Content-Type-Options": "nosniff"}
     local = storage.local_path(asset.storage_key)
     if local is not None:
-        return FileResponse(local, media_type=asset.mime_type)
+        return FileResponse(local, media_type=asset.mime_type, headers=headers)
     # A remote store (S3): streamed through, opened first so that a missing blob is an error.
     blob = storage.open(asset.storage_key)
 
@@ -205,5 +208,5 @@ def download_asset(
     return StreamingResponse(
         chunks(),
         media_type=asset.mime_type,
-        headers={"content-length": str(asset.byte_size)},
+        headers={**headers, "content-length": str(asset.byte_size)},
     )
