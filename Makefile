@@ -7,7 +7,7 @@ EXTRAS ?= gateway,recommender,worker,embedded,train,dev
 STAMP := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 export ATELIER_MODELS_DIR ?= $(CURDIR)/var/models
 
-.PHONY: install run models models-serving test test-fast lint bench clean
+.PHONY: install run models models-serving test test-fast lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
+
+## mypy as configured in pyproject.toml ([tool.mypy]: strict on shared, ranking and workers).
+typecheck: install
+	$(BIN)/mypy
 
 bench: models
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -126,13 +126,13 @@ def local_baselines(
     from sklearn.linear_model import LogisticRegression
 
     from shared.inference.registry import ModelRegistry
-    from workers.tagging.text import TextEmbedder, VocabularyEntry
+    from workers.tagging.text import TextEmbedder, VocabularyTerm
 
     embedder = ModelRegistry(models).get("text_embedder", TextEmbedder)
     rows = np.unique(np.concatenate([test, *train.values()]))
     emb = dict(zip(rows, embedder.embed_documents([texts[i] for i in rows]), strict=True))
     x_test = np.stack([emb[i] for i in test])
-    vocab = [VocabularyEntry(n, d) for n, d in TOPICS.items()]
+    vocab = [VocabularyTerm(n, d) for n, d in TOPICS.items()]
     sims = embedder.similarities(x_test, vocab)
     probs = embedder.probabilities(sims)
     hit = probs.max(axis=1) >= embedder.default_threshold

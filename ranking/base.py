@@ -16,7 +16,7 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -100,13 +100,13 @@ class Recommender(ABC):
     @abstractmethod
     def _restore(self, arrays: dict[str, np.ndarray]) -> None: ...
 
-    def with_transform(self, transform: str) -> Recommender:
+    def with_transform(self, transform: str) -> Self:
         if transform not in VALUE_TRANSFORMS:
             raise ValueError(f"unknown value transform {transform!r}")
         self.transform = transform
         return self
 
-    def clone(self) -> Recommender:
+    def clone(self) -> Self:
         """An unfitted twin with the same hyper-parameters and value transform."""
         return type(self)(**self.params()).with_transform(self.transform)
 
@@ -119,7 +119,7 @@ class Recommender(ABC):
         cls = Recommender.registry[description["model"]]
         return cls(**description["params"]).with_transform(description.get("transform", "raw"))
 
-    def fit(self, X: sp.csr_matrix) -> Recommender:
+    def fit(self, X: sp.csr_matrix) -> Self:
         X = sp.csr_matrix(X, dtype=np.float32)
         self._fit(transform_values(X, self.transform))
         self.n_items = X.shape[1]
@@ -163,7 +163,9 @@ class Recommender(ABC):
         _atomic_write(directory / PARAMS_FILE, lambda fh: fh.write(json.dumps(meta).encode()))
 
     def _save_arrays(self, directory: Path) -> None:
-        _atomic_write(directory / ARRAYS_FILE, lambda fh: np.savez(fh, **self._arrays()))
+        _atomic_write(
+            directory / ARRAYS_FILE, lambda fh: np.savez(fh, allow_pickle=False, **self._arrays())
+        )
 
     def _load_arrays(self, directory: Path) -> None:
         with np.load(directory / ARRAYS_FILE, allow_pickle=False) as npz:

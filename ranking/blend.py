@@ -43,7 +43,8 @@ def scaled(scores: np.ndarray) -> np.ndarray:
     """Scores divided by their per-row standard deviation (non-finite ones first set to the
     row's lowest finite score). A new array; `scores` is left as it is."""
     filled, inv = _row_scale(np.asarray(scores, dtype=np.float32))
-    return filled * inv[:, None]
+    out: np.ndarray = filled * inv[:, None]
+    return out
 
 
 class Blend(Recommender):

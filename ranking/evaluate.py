@@ -83,7 +83,9 @@ def _stable_hash(ids: list[str], seed: int) -> np.ndarray:
 def _tie_break(inter: Interactions, seed: int) -> np.ndarray:
     """A seeded pseudo-random key per event that depends on its user and item ids only, not
     on the order the events were read in: the SQL store and a CSV file give the same split."""
-    mixed = _stable_hash(inter.user_ids, seed)[inter.user_idx] * np.uint64(0x9E3779B97F4A7C15)
+    mixed: np.ndarray = _stable_hash(inter.user_ids, seed)[inter.user_idx] * np.uint64(
+        0x9E3779B97F4A7C15
+    )
     mixed ^= _stable_hash(inter.item_ids, seed + 1)[inter.item_idx]
     # splitmix64's finaliser spreads the combined bits.
     mixed ^= mixed >> np.uint64(31)
@@ -101,7 +103,7 @@ class Holdout:
 
     @property
     def n_items(self) -> int:
-        return self.X_train.shape[1]
+        return int(self.X_train.shape[1])
 
 
 def make_holdout(
@@ -157,7 +159,7 @@ class Metrics:
     # Per evaluated user, in `Holdout.users` order: what paired comparisons resample.
     per_user: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | list[float]]:
         return {
             "ndcg": self.ndcg,
             "ndcg_ci95": [self.ndcg_lo, self.ndcg_hi],

@@ -22,7 +22,8 @@ from ranking.data import transform_values
 def _cosine_top(factors: np.ndarray, item_idx: int) -> np.ndarray:
     norms = np.linalg.norm(factors, axis=1)
     norms[norms == 0] = 1.0
-    return (factors @ factors[item_idx]) / (norms * norms[item_idx])
+    similarities: np.ndarray = (factors @ factors[item_idx]) / (norms * norms[item_idx])
+    return similarities
 
 
 class _FactorModel(Recommender):
@@ -37,9 +38,10 @@ class _FactorModel(Recommender):
         a, b = f[rows], f[cols]
         na = np.linalg.norm(a, axis=1, keepdims=True)
         nb = np.linalg.norm(b, axis=1, keepdims=True)
-        return ((a / np.where(na == 0, 1, na)) @ (b / np.where(nb == 0, 1, nb)).T).astype(
-            np.float32
-        )
+        similarities: np.ndarray = (
+            (a / np.where(na == 0, 1, na)) @ (b / np.where(nb == 0, 1, nb)).T
+        ).astype(np.float32)
+        return similarities
 
     @abstractmethod
     def _user_factors(self, rows: sp.csr_matrix) -> np.ndarray: ...
@@ -103,10 +105,12 @@ class ALS(_FactorModel):
         self._restore({"item_factors": np.ascontiguousarray(model.item_factors)})
 
     def _user_factors(self, rows: sp.csr_matrix) -> np.ndarray:
-        return self._model.recalculate_user(np.arange(rows.shape[0]), rows)
+        user_factors: np.ndarray = self._model.recalculate_user(np.arange(rows.shape[0]), rows)
+        return user_factors
 
     def _score(self, rows: sp.csr_matrix) -> np.ndarray:
-        return self._user_factors(rows) @ self.item_factors.T
+        scores: np.ndarray = self._user_factors(rows) @ self.item_factors.T
+        return scores
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"item_factors": self.item_factors}
@@ -189,13 +193,17 @@ class BPR(_FactorModel):
     def _mean_item_factors(self, rows: sp.csr_matrix) -> np.ndarray:
         binary = (rows > 0).astype(np.float32)
         counts = np.maximum(np.asarray(binary.sum(axis=1)).ravel(), 1.0)
-        return np.asarray(binary @ self.item_factors) / counts[:, None].astype(np.float32)
+        mean_factors: np.ndarray = np.asarray(binary @ self.item_factors) / counts[:, None].astype(
+            np.float32
+        )
+        return mean_factors
 
     def _user_factors(self, rows: sp.csr_matrix) -> np.ndarray:
         return self._mean_item_factors(rows) @ self.fold_in
 
     def _score(self, rows: sp.csr_matrix) -> np.ndarray:
-        return self._user_factors(rows) @ self.item_factors.T + self.item_bias
+        scores: np.ndarray = self._user_factors(rows) @ self.item_factors.T + self.item_bias
+        return scores
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -239,7 +247,8 @@ class PureSVD(_FactorModel):
         return np.asarray(rows @ self.item_factors)
 
     def _score(self, rows: sp.csr_matrix) -> np.ndarray:
-        return self._user_factors(rows) @ self.item_factors.T
+        scores: np.ndarray = self._user_factors(rows) @ self.item_factors.T
+        return scores
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"item_factors": self.item_factors}

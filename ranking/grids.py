@@ -10,7 +10,7 @@ random walks want binary edges) and the best regularisation depends on the trans
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -78,7 +78,7 @@ def value_transforms(X: sp.csr_matrix) -> tuple[str, ...]:
     return ("raw", "binary", "log1p")  # ratings, likes
 
 
-Axes = dict[str, Sequence[Any]]
+Axes = Mapping[str, Sequence[Any]]
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,7 @@ class Space:
     axes: Axes
 
 
-def _product(
-    model: str, prior: dict[str, Any], coarse: dict[str, Sequence[Any]], transform: str
-) -> list[Point]:
+def _product(model: str, prior: dict[str, Any], coarse: Axes, transform: str) -> list[Point]:
     """Every combination of the coarse values, nearest the prior first."""
     keys = list(coarse)
     combos = [

@@ -91,14 +91,14 @@ class EASE(Recommender):
 
 def _spd_inverse(G: np.ndarray) -> np.ndarray:
     """Inverse of a symmetric positive definite float32 matrix by Cholesky (LAPACK potrf +
-    potri): about 4x faster than a float64 LU inverse at thousands of items, and the regulariser
+    potri): several times faster than a float64 LU inverse (see docs/perf.md), and the regulariser
     on the diagonal keeps it well conditioned enough for float32."""
     factor, info = lapack.spotrf(G, lower=1, clean=0, overwrite_a=0)
     if info == 0:
         inv, info = lapack.spotri(factor, lower=1, overwrite_c=1)
     if info != 0:  # not positive definite after all (lambda <= 0): the general inverse
         return np.linalg.inv(G.astype(np.float64)).astype(np.float32)
-    lower = np.tril(inv)
+    lower: np.ndarray = np.tril(inv)
     lower += np.tril(inv, -1).T
     return lower
 

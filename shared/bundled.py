@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 from shared.db.models import Job, JobStatus
 from shared.jobs import FINAL_STATES, new_job, publish
 from shared.model_versions import active_version
+from shared.tasks import BUILD_BUNDLED_MODEL
 
-BUILD_JOB = "build_bundled_model"
+BUILD_JOB = BUILD_BUNDLED_MODEL.name
 # Registry name -> what the console calls it. Enqueued in this order; the training worker runs
 # one job at a time, so the text generator (the more used one) comes first.
 GENERATORS: dict[str, str] = {

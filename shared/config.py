@@ -63,7 +63,7 @@ class CommonSettings(BaseSettings):
     # for images that arrive without them). The working copy is what the image tagger reads:
     # the decoded upload's centre square, its side scaled to working_copy_size (the tagger's
     # resize step), uncompressed, deleted once tagged. The thumbnail fits thumbnail_size; JPEG
-    # encodes 12x faster than WebP for 1.7x the bytes (bench/bench_renditions.py).
+    # encodes much faster than WebP for somewhat more bytes (see docs/perf.md).
     working_copy_size: int = 256
     thumbnail_size: int = 256
     thumbnail_format: Literal["jpeg", "webp"] = "jpeg"
@@ -209,8 +209,8 @@ class WorkerSettings(CommonSettings):
     inference_slots: int = Field(default=0, ge=0)
     # Shared by every worker process of the host; default: a per-user directory under /tmp.
     inference_slots_dir: Path | None = None
-    # Registry names of the serving models; `text_embedder_int8` is 1.5-2.7x faster with cosine
-    # >= 0.98 to fp32 (see README). The int8 CNN is not offered: its top-1 agreement is too low.
+    # Registry names of the serving models; `text_embedder_int8` is faster and close to fp32 (see
+    # docs/perf.md). The int8 CNN is not offered: its top-1 agreement is too low.
     image_model: str = "image_tagger"
     text_model: str = "text_embedder"
     # Hamming distance on the 64-bit pHash at or under which two images are near-duplicates:

@@ -173,9 +173,8 @@ def make_renditions(
     """Working copy (unless ``working_size`` is None), thumbnail and pHash from one decode.
 
     The working copy is the centre square the tagger sees (:func:`centre_square`), uncompressed
-    (PPM): any lossy step there changes tags (``bench/bench_renditions.py``: with JPEG q95 of it
-    the original's top-1 tag held on 36 of 40 photos, uncompressed on 39, the 40th a near-tie),
-    and it is deleted once the image is tagged. The pHash comes from the thumbnail.
+    (PPM): any lossy step there changes tags, even JPEG at q95 (see docs/perf.md), and it is
+    deleted once the image is tagged. The pHash comes from the thumbnail.
     """
     files = []
     if working_size:
@@ -193,7 +192,7 @@ def make_renditions(
 
 def encode_webp(thumb: Image.Image) -> bytes:
     buf = io.BytesIO()
-    # method 2: half the encode time of 4 (the old setting) for ~4% more bytes at 256 px.
+    # method 2: much faster than 4 (the old setting) for a few more bytes (see docs/perf.md).
     thumb.save(buf, format="WEBP", quality=80, method=2)
     return buf.getvalue()
 
@@ -219,7 +218,8 @@ def hamming_many(a: str, hashes: np.ndarray) -> np.ndarray:
 
 
 def _popcount_bytes(x: np.ndarray) -> np.ndarray:
-    return np.unpackbits(x.view(np.uint8)).reshape(len(x), 64).sum(axis=1)
+    counts: np.ndarray = np.unpackbits(x.view(np.uint8)).reshape(len(x), 64).sum(axis=1)
+    return counts
 
 
 # np.bitwise_count is numpy >= 2.0; the project still allows 1.26.

@@ -1,7 +1,7 @@
 """Multi-index hashing for near-duplicate search on 64-bit pHashes (Norouzi et al., 2012).
 
-Scanning every pHash of a tenant per tagging job costs O(tenant size): 0.77 s per 32-image job
-at 100,000 images (``bench/bench_duplicates.py``), more than the model. Instead each pHash is
+Scanning every pHash of a tenant per tagging job costs O(tenant size), at large tenants more than
+the model (see docs/perf.md). Instead each pHash is
 also stored as four 16-bit blocks, each indexed with the tenant. Two hashes within Hamming
 distance ``d`` differ in at most ``d // 4`` bits of at least one block (pigeonhole), so the
 candidates are the rows whose block ``k`` lies within ``d // 4`` bits of the query's block ``k``

@@ -6,7 +6,17 @@ from celery import Celery
 from kombu import Queue
 
 from shared.config import WorkerSettings
-from shared.tasks import JOB_TYPES, QUEUE_GENERATION, QUEUE_TAGGING, QUEUES, SWEEP_TASK
+from shared.tasks import (
+    JOB_TYPES,
+    QUEUE_GENERATION,
+    QUEUE_TAGGING,
+    QUEUE_TRAINING,
+    QUEUES,
+    RETRAIN_INTERVAL_S,
+    RETRAIN_TAGGERS_TASK,
+    SCHEDULE_RECOMMENDERS_TASK,
+    SWEEP_TASK,
+)
 
 
 def create_celery(
@@ -53,8 +63,19 @@ def create_celery(
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=timeouts["socket_connect_timeout"],
         worker_hijack_root_logger=False,
+        # The one beat schedule: every periodic task, whichever module defines it.
         beat_schedule={
             "sweep-jobs": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},
+            "retrain-taggers": {
+                "task": RETRAIN_TAGGERS_TASK,
+                "schedule": RETRAIN_INTERVAL_S,
+                "options": {"queue": QUEUE_TRAINING},
+            },
+            "train-recommenders": {
+                "task": SCHEDULE_RECOMMENDERS_TASK,
+                "schedule": RETRAIN_INTERVAL_S,
+                "options": {"queue": QUEUE_TRAINING},
+            },
         },
         timezone="UTC",
     )

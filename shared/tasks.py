@@ -14,6 +14,11 @@ QUEUE_TRAINING = "training"
 QUEUES = (QUEUE_TAGGING, QUEUE_GENERATION, QUEUE_TRAINING)
 
 SWEEP_TASK = "atelier.sweep_jobs"
+# Periodic tasks that enqueue training jobs; shared/queue.py holds the whole beat schedule.
+RETRAIN_TAGGERS_TASK = "atelier.retrain_taggers"
+SCHEDULE_RECOMMENDERS_TASK = "atelier.schedule_recommender_training"
+# Hourly is fresh enough: serving folds new events and examples in between.
+RETRAIN_INTERVAL_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -25,18 +30,34 @@ class JobType:
     max_attempts: int = 3
 
 
+# Producers and tasks name a job type through these (``TAG_CONTENT.name``, ``.task``), never
+# by a bare string.
+TAG_CONTENT = JobType("tag_content", "atelier.tag_content", QUEUE_TAGGING)
+TAG_BATCH = JobType("tag_batch", "atelier.tag_batch", QUEUE_TAGGING)
+TRAIN_TAGGER = JobType("train_tagger", "atelier.train_tagger", QUEUE_TRAINING)
+TRAIN_RECOMMENDER = JobType("train_recommender", "atelier.train_recommender", QUEUE_TRAINING)
+TRAIN_TEXT_GENERATOR = JobType(
+    "train_text_generator", "atelier.train_text_generator", QUEUE_TRAINING
+)
+TRAIN_IMAGE_GENERATOR = JobType(
+    "train_image_generator", "atelier.train_image_generator", QUEUE_TRAINING
+)
+# A system job (no tenant): the suite builds a bundled generator (shared/bundled.py).
+BUILD_BUNDLED_MODEL = JobType("build_bundled_model", "atelier.build_bundled_model", QUEUE_TRAINING)
+GENERATE_TEXT = JobType("generate_text", "atelier.generate_text", QUEUE_GENERATION)
+GENERATE_IMAGES = JobType("generate_images", "atelier.generate_images", QUEUE_GENERATION)
+
 JOB_TYPES: dict[str, JobType] = {
     t.name: t
     for t in (
-        JobType("tag_content", "atelier.tag_content", QUEUE_TAGGING),
-        JobType("tag_batch", "atelier.tag_batch", QUEUE_TAGGING),
-        JobType("train_tagger", "atelier.train_tagger", QUEUE_TRAINING),
-        JobType("train_recommender", "atelier.train_recommender", QUEUE_TRAINING),
-        JobType("train_text_generator", "atelier.train_text_generator", QUEUE_TRAINING),
-        JobType("train_image_generator", "atelier.train_image_generator", QUEUE_TRAINING),
-        # A system job (no tenant): the suite builds a bundled generator (shared/bundled.py).
-        JobType("build_bundled_model", "atelier.build_bundled_model", QUEUE_TRAINING),
-        JobType("generate_text", "atelier.generate_text", QUEUE_GENERATION),
-        JobType("generate_images", "atelier.generate_images", QUEUE_GENERATION),
+        TAG_CONTENT,
+        TAG_BATCH,
+        TRAIN_TAGGER,
+        TRAIN_RECOMMENDER,
+        TRAIN_TEXT_GENERATOR,
+        TRAIN_IMAGE_GENERATOR,
+        BUILD_BUNDLED_MODEL,
+        GENERATE_TEXT,
+        GENERATE_IMAGES,
     )
 }

@@ -1,8 +1,8 @@
 """A tenant's stored embeddings of one space and model, held in memory as unit rows, and kept in
 step with the database by reading only what changed.
 
-Reading every vector of a tenant again on each change costs ~5 KB a vector
-(``bench/bench_similar.py``). :meth:`VectorSet.refresh` asks the database one question on a
+Reading every vector of a tenant again on each change costs memory and time per vector (see
+docs/perf.md). :meth:`VectorSet.refresh` asks the database one question on a
 covering index (how many vectors, the newest ``created_at``: ``ix_embeddings_tenant_space_model_
 created``); vectors stored since the last refresh (new items, re-tagged ones: the worker deletes
 and inserts) are read and merged, and any other change (a delete) reads the set again. Used by

@@ -19,8 +19,9 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.db.models import Job, JobStatus
-from shared.inference.base import ModelError
 from shared.jobs import cancel_requested, claim, finish
+from shared.model_versions import ModelError
+from shared.tasks import TAG_CONTENT
 from workers.context import WorkerContext, get_context
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,12 @@ def execute(
 def _on_failure(ctx: WorkerContext, job: Job) -> None:
     from workers.tagging.pipeline import mark_content_failed
 
-    if job.content_id and job.type == "tag_content":
+    if job.content_id and job.type == TAG_CONTENT.name:
         with ctx.session() as s:
             mark_content_failed(s, job.content_id)
 
 
-def run_task(task: Task, job_id: str, handler: Handler) -> str | None:
+def run_task(task: Task[Any, Any], job_id: str, handler: Handler) -> str | None:
     """Body of every Celery job task: retry transient errors, then give up into the job row."""
     try:
         status = execute(get_context(), job_id, handler, task_id=task.request.id)

@@ -48,7 +48,9 @@ def notify_job_finished(ctx: WorkerContext, job_id: str) -> int:
     return len(targets)
 
 
-def build_delivery(ctx: WorkerContext, webhook_id: str, job_id: str) -> tuple[str, dict, bytes]:
+def build_delivery(
+    ctx: WorkerContext, webhook_id: str, job_id: str
+) -> tuple[str, dict[str, str], bytes]:
     with ctx.session() as s:
         hook = s.get(Webhook, webhook_id)
         job = s.get(Job, job_id)
@@ -125,7 +127,7 @@ def deliver(ctx: WorkerContext, webhook_id: str, job_id: str) -> int | None:
     retry_jitter=True,
     max_retries=8,
 )
-def deliver_webhook(self: Task, webhook_id: str, job_id: str) -> int | None:
+def deliver_webhook(self: Task[Any, Any], webhook_id: str, job_id: str) -> int | None:
     try:
         return deliver(get_context(), webhook_id, job_id)
     except webhooks.TargetRefused as exc:

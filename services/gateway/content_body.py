@@ -6,6 +6,7 @@ Parsing yields :class:`Incoming` items; nothing is stored or decoded here.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,11 @@ from shared.schemas.content import ContentBatchCreate, ContentCreate
 from shared.storage import BlobSource, StoredBlob
 
 
+def _data_of(rendition: Rendition) -> Callable[[], bytes]:
+    """A source for one rendition's bytes, bound now rather than by the loop variable."""
+    return lambda: rendition.data
+
+
 @dataclass
 class Incoming:
     fields: ContentCreate
@@ -40,7 +46,7 @@ class Incoming:
     def blob_sources(self) -> list[BlobSource]:
         """Each stored blob with a way to make its bytes again (shared/storage.ensure_stored)."""
         out: list[BlobSource] = [
-            (blob.key, lambda r=rendition: r.data) for rendition, blob in self.renditions
+            (blob.key, _data_of(rendition)) for rendition, blob in self.renditions
         ]
         if self.blob is not None and self.upload is not None:
             f = self.upload.file

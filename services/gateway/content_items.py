@@ -21,6 +21,7 @@ from shared.config import GatewaySettings
 from shared.db.models import Asset, ContentItem, ContentKind, ContentStatus, Embedding, Job
 from shared.jobs import new_job
 from shared.storage import BlobStorage, delete_unreferenced_blobs, ensure_stored
+from shared.tasks import TAG_BATCH, TAG_CONTENT
 
 
 def apply_incoming(session: Any, item: ContentItem, inc: Incoming) -> set[str]:
@@ -97,7 +98,7 @@ async def create_item(
         if existing is None:
             session.add(item)
             session.flush()
-        job = new_job(session, tenant_id=tenant_id, job_type="tag_content", content_id=item.id)
+        job = new_job(session, tenant_id=tenant_id, job_type=TAG_CONTENT.name, content_id=item.id)
         session.commit()
     except IntegrityError as exc:
         session.rollback()
@@ -151,7 +152,7 @@ async def create_batch(
         job = new_job(
             session,
             tenant_id=tenant_id,
-            job_type="tag_batch",
+            job_type=TAG_BATCH.name,
             params={"content_ids": [i.id for i in items]},
         )
         session.commit()

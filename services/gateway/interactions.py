@@ -79,12 +79,12 @@ def resolve_items(
         found.update({ext: cid for ext, cid in rows if ext is not None})
     missing = [k for k in wanted if k not in found]
     for chunk in _chunks(missing):
-        rows = session.execute(
+        ids = session.scalars(
             select(ContentItem.id).where(
                 ContentItem.tenant_id == tenant_id, ContentItem.id.in_(chunk)
             )
         )
-        found.update({cid: cid for (cid,) in rows})
+        found.update({cid: cid for cid in ids})
     missing = [k for k in wanted if k not in found]
     if not missing or not create:
         return found, 0
@@ -117,8 +117,9 @@ def resolve_items(
             )
         )
         for ext, cid in rows:
-            found[ext] = cid
-            created += int(ours.get(ext) == cid)
+            if ext is not None:  # the IN above matched it
+                found[ext] = cid
+                created += int(ours.get(ext) == cid)
     return found, created
 
 
@@ -126,11 +127,11 @@ def resolve_items(
 # LATERAL subquery (its LIMIT 1 keeps PostgreSQL from flattening it into a join). The plan is
 # then per-key index probes whatever the table statistics say; they lag a bulk import (autovacuum
 # analyzes later), and the planner, believing the tenant has a few dozen rows, otherwise reads
-# the tenant's whole index range once per batch (O(rows) per batch: 46 ms instead of 10 ms for
-# 10k event ids at 300k events, growing with the table). Never `IN ($1, ..., $2000)` either:
+# the tenant's whole index range once per batch (O(rows) per batch, growing with the table; see
+# docs/perf.md). Never `IN ($1, ..., $2000)` either:
 # psycopg prepares a statement after five runs, PostgreSQL then switches to a generic plan, and
 # there a list of parameters is no constant array, so it was searched linearly for every row of
-# the tenant (O(rows x keys): 0.1 s for the first 10k new items, 18 s by the fourth batch).
+# the tenant (O(rows x keys), slower with every batch).
 _SQL_BY_EXTERNAL_ID = (
     "SELECT k.key, c.id FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL "
     "(SELECT id FROM content_items WHERE tenant_id = %s AND external_id = k.key LIMIT 1) AS c"

@@ -47,9 +47,9 @@ def tagger_public(session: Session, tagger: Tagger) -> TaggerPublic:
     return TaggerPublic(
         id=tagger.id,
         name=tagger.name,
-        kind=tagger.kind,  # type: ignore[arg-type]
+        kind=tagger.kind,
         labels=list(tagger.labels),
-        mode=tagger.mode,  # type: ignore[arg-type]
+        mode=tagger.mode,
         model=tagger_model_name(tagger.id),
         active_version=active.version if active else None,
         examples_per_label=example_counts(session, tagger),

@@ -7,11 +7,12 @@ replace the whole vocabulary in one transaction, so a facet and its entries neve
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from services.gateway.errors import Invalid
 from shared.db.models import VocabularyEntry, VocabularyFacet
+from shared.db.vocabulary import vocabulary_rows
 from shared.schemas.tagging import (
     FacetPublic,
     Vocabulary,
@@ -22,21 +23,12 @@ from shared.schemas.tagging import (
 
 
 def read_vocabulary(session: Session, tenant_id: str) -> Vocabulary:
-    facets = session.scalars(
-        select(VocabularyFacet)
-        .where(VocabularyFacet.tenant_id == tenant_id)
-        .order_by(VocabularyFacet.name)
-    ).all()
-    rows = session.scalars(
-        select(VocabularyEntry)
-        .where(VocabularyEntry.tenant_id == tenant_id)
-        .order_by(VocabularyEntry.name)
-    ).all()
+    facets, rows = vocabulary_rows(session, tenant_id)
     return Vocabulary(
         facets=[
             FacetPublic(
                 name=f.name,
-                mode=f.mode,  # type: ignore[arg-type]
+                mode=f.mode,
                 allow_none=f.allow_none,
                 none_below=f.none_below,
             )

@@ -47,7 +47,8 @@ def resolve_ids(session: Session, tenant_id: str, keys: Iterable[str]) -> dict[s
             ContentItem.tenant_id == tenant_id, ContentItem.external_id.in_(wanted)
         )
     ):
-        found[ext] = cid
+        if ext is not None:  # the IN above matched it
+            found[ext] = cid
     rest = [k for k in wanted if k not in found]
     if rest:
         for (cid,) in session.execute(
@@ -61,7 +62,8 @@ def resolve_ids(session: Session, tenant_id: str, keys: Iterable[str]) -> dict[s
 
 def _driver(session: Session) -> psycopg.Connection[Any] | None:
     """The session's psycopg connection on PostgreSQL (None elsewhere), for the per-request
-    queries: through the ORM each costs ~0.3 ms of Python, the query itself ~0.07 ms."""
+    queries: through the ORM each costs several times the query itself in Python (see
+    docs/perf.md)."""
     if session.get_bind().dialect.name != "postgresql":
         return None
     raw = session.connection().connection.driver_connection
@@ -70,7 +72,7 @@ def _driver(session: Session) -> psycopg.Connection[Any] | None:
 
 # By primary key only, the tenant checked in Python: with `tenant_id = %s` in the WHERE clause
 # and table statistics that lag a bulk import, PostgreSQL ANDs in a scan of the tenant's whole
-# index range (9 ms at 60k items instead of 0.1 ms).
+# index range, far slower than the primary-key lookups (see docs/perf.md).
 _SQL_ROWS = (
     "SELECT id, tenant_id, external_id, title, kind, metadata FROM content_items WHERE id = ANY(%s)"
 )

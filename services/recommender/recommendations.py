@@ -134,7 +134,7 @@ class Recommendations:
             kind=row.kind,
             score=round(c.score, 6),
             reason=reason,
-            source=c.source,  # type: ignore[arg-type]
+            source=c.source,
         )
 
     # -- endpoints ---------------------------------------------------------------------------

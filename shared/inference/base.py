@@ -68,7 +68,7 @@ class InferenceModel(ABC):
         if self.slots is None:
             return session
         # Duck-typed: everything the models call on a session, run included, is there.
-        return SlottedSession(session, self.slots)  # type: ignore[return-value]
+        return SlottedSession(session, self.slots)
 
     @abstractmethod
     def _load(self) -> None: ...

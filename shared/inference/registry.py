@@ -19,18 +19,9 @@ from shared.inference.base import InferenceModel
 from shared.inference.manifest import Manifest, list_versions
 from shared.inference.slots import InferenceSlots
 
-# The version pointer and naming are pure Python (the gateway uses them without onnxruntime);
-# re-exported here so that serving and training code keeps importing them from the registry.
-from shared.model_versions import (  # noqa: F401
-    ACTIVE_FILE,
-    MANIFEST_NAME,
-    ModelError,
-    active_version,
-    next_version,
-    resolve_model,
-    set_active_version,
-    tenant_model_name,
-)
+# The version pointer and naming are pure Python (the gateway uses them without onnxruntime), so
+# they live in shared.model_versions and every caller imports them from there.
+from shared.model_versions import ModelError, active_version
 from shared.storage.base import StorageError
 
 if TYPE_CHECKING:

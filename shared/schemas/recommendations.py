@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -156,20 +156,6 @@ class TrainRequest(RequestModel):
         default=None,
         description="model families to try (ease, rp3beta, als, itemknn, bpr, puresvd)",
     )
-
-
-class TrainAccepted(BaseModel):
-    job_id: str
-    status: str
-
-
-class ModelVersionPublic(BaseModel):
-    version: str
-    model: str
-    active: bool
-    metrics: dict[str, Any]
-    job_id: str | None
-    created_at: datetime
 
 
 class RecommendedItem(BaseModel):

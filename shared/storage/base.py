@@ -47,6 +47,21 @@ def blob_relpath(key: str) -> str:
     return f"{key[:2]}/{key[2:4]}/{key}"
 
 
+class StreamPuts:
+    """``put_file`` and ``put_bytes`` in terms of ``put_stream``: the same for every backend."""
+
+    def put_stream(
+        self, chunks: Iterable[bytes], *, max_bytes: int | None = None, durable: bool = True
+    ) -> StoredBlob:
+        raise NotImplementedError
+
+    def put_file(self, f: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
+        return self.put_stream(iter(lambda: f.read(CHUNK), b""), max_bytes=max_bytes)
+
+    def put_bytes(self, data: bytes, *, durable: bool = True) -> StoredBlob:
+        return self.put_stream([data], durable=durable)
+
+
 class BlobStorage(Protocol):
     def put_stream(
         self, chunks: Iterable[bytes], *, max_bytes: int | None = None, durable: bool = True

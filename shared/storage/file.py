@@ -18,13 +18,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlparse
 
-from shared.storage.base import CHUNK, BlobNotFound, PayloadTooLarge, StoredBlob, blob_relpath
+from shared.storage.base import (
+    CHUNK,
+    BlobNotFound,
+    PayloadTooLarge,
+    StoredBlob,
+    StreamPuts,
+    blob_relpath,
+)
 
 if TYPE_CHECKING:
     from shared.config import CommonSettings
 
 
-class FileSystemStorage:
+class FileSystemStorage(StreamPuts):
     def __init__(self, root: Path):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -67,12 +74,6 @@ class FileSystemStorage:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-
-    def put_file(self, f: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
-        return self.put_stream(iter(lambda: f.read(CHUNK), b""), max_bytes=max_bytes)
-
-    def put_bytes(self, data: bytes, *, durable: bool = True) -> StoredBlob:
-        return self.put_stream([data], durable=durable)
 
     def open(self, key: str) -> BinaryIO:
         try:

@@ -33,6 +33,7 @@ from shared.storage.base import (
     PayloadTooLarge,
     StorageError,
     StoredBlob,
+    StreamPuts,
     blob_relpath,
 )
 
@@ -146,9 +147,10 @@ class S3Objects:
     def head(self, relative: str) -> dict[str, Any] | None:
         key = self.key(relative)
         try:
-            return self.call(
+            head: dict[str, Any] = self.call(
                 f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key)
             )
+            return head
         except BlobNotFound:
             return None
 
@@ -244,7 +246,7 @@ class _Body(io.RawIOBase):
         super().close()
 
 
-class S3Storage:
+class S3Storage(StreamPuts):
     def __init__(self, objects: S3Objects):
         self.objects = objects
 
@@ -278,12 +280,6 @@ class S3Storage:
                     blob_relpath(key), cast(IO[bytes], buf), size=size, md5=md5.digest()
                 )
         return StoredBlob(key=key, sha256=key, size=size)
-
-    def put_file(self, f: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
-        return self.put_stream(iter(lambda: f.read(CHUNK), b""), max_bytes=max_bytes)
-
-    def put_bytes(self, data: bytes, *, durable: bool = True) -> StoredBlob:
-        return self.put_stream([data], durable=durable)
 
     def open(self, key: str) -> BinaryIO:
         try:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from skimage import data
 
 from services.gateway.main import create_app
-from shared.inference.registry import active_version
+from shared.model_versions import active_version
 from tests.conftest import Stack, WorkerProcess
 from tests.helpers import auth, jpeg_bytes, wait_job
 from workers.tagging.concepts import CURATED, MIN_GAIN, plan_tags

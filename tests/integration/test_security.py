@@ -187,7 +187,9 @@ def test_nul_in_tags_vocabulary_and_urls_is_a_422(client: TestClient, stack: Sta
     _error(client.get("/v1/content", params={"external_id": "a\x00"}, headers=auth(key)), 422)
     _error(client.delete(f"/v1/content/{cid}/tags/t%00", headers=auth(key)), 422)
     with session_scope(stack.gateway_settings().sqlalchemy_url) as s:
-        assert s.scalar(select(func.count()).select_from(Tag).where(Tag.content_id == cid)) == 0
+        # A worker may have tagged the item meanwhile; the refused tag is not among them.
+        names = s.scalars(select(Tag.name).where(Tag.content_id == cid)).all()
+        assert not [n for n in names if n.startswith("t\x00") or n == "t"]
     assert _count(stack, ContentItem, tenant_id) == 1
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from workers.tagging.facets import Facet, FacetedVocabulary, facet_tags, self_train, softmax
-from workers.tagging.text import VocabularyEntry
+from workers.tagging.text import VocabularyTerm
 
 
 def _vocab(facet_of: list[str | None], facets: list[Facet], thresholds=None) -> FacetedVocabulary:
     return FacetedVocabulary(
-        entries=[VocabularyEntry(f"e{j}") for j in range(len(facet_of))],
+        entries=[VocabularyTerm(f"e{j}") for j in range(len(facet_of))],
         facet_of=facet_of,
         thresholds=thresholds or [None] * len(facet_of),
         facets={f.name: f for f in facets},

@@ -14,7 +14,7 @@ from skimage import data
 from shared.config import CommonSettings, GatewaySettings
 from shared.imaging import encode_webp, hamming, open_image, perceptual_hash, thumbnail
 from shared.inference.manifest import Manifest, publish_model_dir, read_manifest, write_manifest
-from shared.inference.registry import active_version, set_active_version
+from shared.model_versions import active_version, set_active_version
 from shared.storage import FileSystemStorage, PayloadTooLarge, open_storage
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.inference.base import ModelError
 from shared.inference.registry import ModelRegistry
+from shared.model_versions import ModelError
 from workers.tagging.concepts import CURATED, MIN_GAIN
 from workers.tagging.image import ImageTagger, ImageTags
 from workers.training.build import image_tagger as builder

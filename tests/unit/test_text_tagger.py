@@ -13,8 +13,8 @@ from workers.tagging.text import (
     EMBEDDING_DIM,
     TextEmbedder,
     TextTags,
-    VocabularyEntry,
     VocabularyPrototypes,
+    VocabularyTerm,
     keyphrase_candidates,
     pad_batch,
 )
@@ -42,10 +42,10 @@ PHOTOSYNTHESIS = (
 )
 
 VOCABULARY = [
-    VocabularyEntry("sports", ["football, tennis, athletes, matches and competitions"]),
-    VocabularyEntry("politics", ["elections, governments, parliaments and political parties"]),
-    VocabularyEntry("cooking", ["recipes, ingredients and preparing meals in the kitchen"]),
-    VocabularyEntry("technology", ["computers, software, smartphones and the internet"]),
+    VocabularyTerm("sports", ["football, tennis, athletes, matches and competitions"]),
+    VocabularyTerm("politics", ["elections, governments, parliaments and political parties"]),
+    VocabularyTerm("cooking", ["recipes, ingredients and preparing meals in the kitchen"]),
+    VocabularyTerm("technology", ["computers, software, smartphones and the internet"]),
 ]
 
 
@@ -168,7 +168,7 @@ def test_zero_shot_puts_the_right_tag_first(embedder: TextEmbedder) -> None:
 
 def test_prototypes_are_cached_and_accept_bare_names(embedder: TextEmbedder) -> None:
     assert embedder.prototypes(VOCABULARY) is embedder.prototypes(list(VOCABULARY))
-    bare = embedder.prototypes([VocabularyEntry(v.name) for v in VOCABULARY])
+    bare = embedder.prototypes([VocabularyTerm(v.name) for v in VOCABULARY])
     assert bare.matrix.shape == (len(VOCABULARY), EMBEDDING_DIM)
     assert embedder.zero_shot(embedder.embed(["anything"]), []) == [[]]
     stale = VocabularyPrototypes(bare.names, bare.matrix, "text_embedder:older-version")

@@ -92,13 +92,15 @@ class MixtureGate:
         return cls(tuple(edges), tuple(weights), mean_weight)
 
     def weight(self, context_counts: np.ndarray) -> np.ndarray:
-        return np.asarray(self.weights)[_bucket(self.edges, context_counts)]
+        weights: np.ndarray = np.asarray(self.weights)[_bucket(self.edges, context_counts)]
+        return weights
 
     def mix(self, p_rnn: np.ndarray, p_ngram: np.ndarray, context_counts: np.ndarray) -> np.ndarray:
         lam = self.weight(context_counts)
         if p_rnn.ndim == 2:  # a distribution per row
             lam = lam[:, None]
-        return lam * p_rnn + (1.0 - lam) * p_ngram
+        mixed: np.ndarray = lam * p_rnn + (1.0 - lam) * p_ngram
+        return mixed
 
     @property
     def uses_ngram(self) -> bool:

@@ -65,7 +65,8 @@ class _Level:
     def discount(self, counts: np.ndarray) -> np.ndarray:
         """What is subtracted from each count (0 for an unseen gram)."""
         d = np.concatenate([[0.0], self.discounts])
-        return d[np.minimum(counts, 3).astype(np.int64)]
+        discounts: np.ndarray = d[np.minimum(counts, 3).astype(np.int64)]
+        return discounts
 
 
 def modified_discounts(counts: np.ndarray) -> np.ndarray:
@@ -77,7 +78,8 @@ def modified_discounts(counts: np.ndarray) -> np.ndarray:
     y = n[0] / (n[0] + 2 * n[1])
     d = np.array([1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / n[2]])
     # The estimates stay within (0, count) on real corpora; clip so odd data cannot break that.
-    return np.clip(d, 0.05, np.array([0.95, 1.95, 2.95]))
+    clipped: np.ndarray = np.clip(d, 0.05, np.array([0.95, 1.95, 2.95]))
+    return clipped
 
 
 class KneserNey:
@@ -132,7 +134,7 @@ class KneserNey:
 
     def probs(self, stream: np.ndarray) -> np.ndarray:
         """P(byte | previous order-1 bytes) at every position of ``stream``."""
-        prob = self._unigram[stream.astype(np.int64)]
+        prob: np.ndarray = self._unigram[stream.astype(np.int64)]
         for k in range(2, self.order + 1):
             level = self.levels[k - 1]
             full = grams(stream, k)
@@ -219,7 +221,7 @@ class KneserNey:
             # Counts of a ~1 MB corpus are far below 2^32; uint32 halves their share of the file.
             arrays[f"counts_{k}"] = lv.counts.astype(np.uint32)
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, allow_pickle=False, **arrays)
         path.write_bytes(buf.getvalue())
 
     @classmethod

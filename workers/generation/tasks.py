@@ -9,8 +9,9 @@ from celery import Task
 from sqlalchemy.orm import Session
 
 from shared.db.models import Asset, ContentItem, ContentKind, Job
-from shared.inference.registry import resolve_model
+from shared.model_versions import resolve_model
 from shared.storage import BlobSource, ensure_stored, put_remembered
+from shared.tasks import GENERATE_IMAGES, GENERATE_TEXT
 from workers.celery_app import app
 from workers.context import WorkerContext
 from workers.jobs import run_task
@@ -22,7 +23,7 @@ def generate_text_job(ctx: WorkerContext, session: Session, job: Job) -> dict[st
 
     p = job.params
     name, version = resolve_model(
-        ctx.settings.models_dir, "text_generator", job.tenant_id, p.get("model_version")
+        ctx.settings.models_dir, "text_generator", job.owner(), p.get("model_version")
     )
     model = ctx.registry.get(name, TextGenerator, version=version)
     texts = model.generate(
@@ -45,7 +46,7 @@ def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[
 
     p = job.params
     name, version = resolve_model(
-        ctx.settings.models_dir, "image_generator", job.tenant_id, p.get("model_version")
+        ctx.settings.models_dir, "image_generator", job.owner(), p.get("model_version")
     )
     model = ctx.registry.get(name, ImageGenerator, version=version)
     truncation = float(p.get("truncation", 1.0))
@@ -96,11 +97,11 @@ def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[
     return {"content_ids": ids, "model": model.ref, "tags": tagging["tags"]}
 
 
-@app.task(name="atelier.generate_text", bind=True)
-def generate_text(self: Task, job_id: str) -> str | None:
+@app.task(name=GENERATE_TEXT.task, bind=True)
+def generate_text(self: Task[Any, Any], job_id: str) -> str | None:
     return run_task(self, job_id, generate_text_job)
 
 
-@app.task(name="atelier.generate_images", bind=True)
-def generate_images(self: Task, job_id: str) -> str | None:
+@app.task(name=GENERATE_IMAGES.task, bind=True)
+def generate_images(self: Task[Any, Any], job_id: str) -> str | None:
     return run_task(self, job_id, generate_images_job)

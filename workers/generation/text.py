@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from shared.inference.base import InferenceModel, ModelError
+from shared.inference.base import InferenceModel
+from shared.model_versions import ModelError
 from workers.generation.mixture import MixtureGate
 from workers.generation.ngram import NGRAM_FILE, KneserNey
 
@@ -143,7 +144,8 @@ class TextGenerator(InferenceModel):
         counts = self.ngram.served_context_counts(ctx)
         mixed = self.gate.mix(p, self.ngram.distribution(ctx), counts)
         # Every byte keeps some n-gram mass (uniform floor), so the log is finite when lam < 1.
-        return np.log(mixed)
+        log_probs: np.ndarray = np.log(mixed)
+        return log_probs
 
     def score(self, text: str | list[str], tag: str | None = None) -> tuple[float, int]:
         """(bits, bytes) the served model gives ``text``, or a list of documents read as one
@@ -175,7 +177,8 @@ class TextGenerator(InferenceModel):
         plain = np.where(tokens < self.vocab_size, tokens, self.eos)
         padded = np.concatenate([np.full(width - 1, self.eos, np.int64), plain])
         idx = np.arange(start, start + n)[:, None] + np.arange(width)[None, :]
-        return padded[idx]
+        windows: np.ndarray = padded[idx]
+        return windows
 
 
 def _cut_at_stop(buf: bytearray, stops: list[bytes], longest: int) -> bool:
@@ -194,7 +197,8 @@ def _sample(
 ) -> np.ndarray:
     """One byte per row from ``logits[batch, vocab]``."""
     if temperature == 0.0:
-        return logits.argmax(axis=1)
+        greedy: np.ndarray = logits.argmax(axis=1)
+        return greedy
     z = logits.astype(np.float64) / temperature
     if 0 < top_k < z.shape[1]:
         kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
@@ -213,7 +217,8 @@ def _sample(
         p /= p.sum(axis=1, keepdims=True)
     cdf = np.cumsum(p, axis=1)
     u = rng.random((p.shape[0], 1)) * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=1), p.shape[1] - 1)
+    tokens: np.ndarray = np.minimum((cdf <= u).sum(axis=1), p.shape[1] - 1)
+    return tokens
 
 
 def _validate(

@@ -13,13 +13,14 @@ News through the API (bench/bench_tag_facets.py, docs/facets.md):
 
 - every phrasing counts by itself: an item's score for an entry is its best cosine over the
   entry's phrasings (name, "a text about <name>", each description), not the cosine to their
-  mean, which a bare name drags away from the descriptions (+5 points with one description);
+  mean, which a bare name drags away from the descriptions;
 - self-training on the tenant's own texts: a random sample of ``CORPUS_SAMPLE`` stored text
   embeddings are assigned to entries, the more confident half of each entry's items (by margin
   over the runner-up) is averaged, and the prototype moves to that centroid plus
-  ``PRIOR_WEIGHT`` x the descriptions' prototype; twice (+4-7 points; stable from ~200 texts).
-- centring embeddings on the tenant's mean was measured too and did not help (-0.4 to +0.4
-  points): it is not used.
+  ``PRIOR_WEIGHT`` x the descriptions' prototype; twice.
+- centring embeddings on the tenant's mean was measured too and did not help: it is not used.
+
+What each step gained is in docs/perf.md.
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.db.models import Embedding
-from shared.db.models import VocabularyEntry as VocabularyRow
-from shared.db.models import VocabularyFacet as FacetRow
-from workers.tagging.text import VocabularyEntry, _normalise
+from shared.db.vocabulary import vocabulary_rows
+from workers.tagging.text import VocabularyTerm, _normalise
 
 SINGLE = "single"
 MULTI = "multi"
@@ -74,7 +74,7 @@ class Facet:
 class FacetedVocabulary:
     """A tenant's vocabulary entries (for the embedder) with their facet and threshold."""
 
-    entries: list[VocabularyEntry]
+    entries: list[VocabularyTerm]
     facet_of: list[str | None] = field(default_factory=list)
     thresholds: list[float | None] = field(default_factory=list)
     facets: dict[str, Facet] = field(default_factory=dict)
@@ -99,18 +99,11 @@ class FacetedVocabulary:
 
 
 def load_faceted_vocabulary(session: Session, tenant_id: str) -> FacetedVocabulary:
-    facets = {
-        f.name: Facet(f.name, f.mode, bool(f.allow_none), f.none_below)
-        for f in session.scalars(select(FacetRow).where(FacetRow.tenant_id == tenant_id)).all()
-    }
-    rows = session.scalars(
-        select(VocabularyRow)
-        .where(VocabularyRow.tenant_id == tenant_id)
-        .order_by(VocabularyRow.name)
-    ).all()
+    facet_rows, rows = vocabulary_rows(session, tenant_id)
+    facets = {f.name: Facet(f.name, f.mode, bool(f.allow_none), f.none_below) for f in facet_rows}
     return FacetedVocabulary(
         entries=[
-            VocabularyEntry(name=r.name, descriptions=list(r.descriptions or [])) for r in rows
+            VocabularyTerm(name=r.name, descriptions=list(r.descriptions or [])) for r in rows
         ],
         # A facet deleted under its entries leaves them independent, never untagged.
         facet_of=[r.facet if r.facet in facets else None for r in rows],
@@ -122,7 +115,8 @@ def load_faceted_vocabulary(session: Session, tenant_id: str) -> FacetedVocabula
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def facet_tags(
@@ -292,7 +286,7 @@ _PHRASINGS: OrderedDict[tuple[Any, ...], list[np.ndarray]] = OrderedDict()
 _PHRASINGS_LOCK = threading.Lock()
 
 
-def _phrasing_embeddings(embedder: Any, entries: Sequence[VocabularyEntry]) -> list[np.ndarray]:
+def _phrasing_embeddings(embedder: Any, entries: Sequence[VocabularyTerm]) -> list[np.ndarray]:
     key = (embedder.ref, tuple(e.key() for e in entries))
     with _PHRASINGS_LOCK:
         if key in _PHRASINGS:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
-from shared.inference.base import InferenceModel, ModelError
+from shared.inference.base import InferenceModel
+from shared.model_versions import ModelError
 from workers.tagging.concepts import Level, plan_tags, select
 
 MODEL_FILE = "model.onnx"
@@ -76,7 +77,7 @@ def preprocess_image(
     that cannot be decoded, so callers can answer "bad input" rather than "server error".
     """
     try:
-        if image.format == "JPEG" and image.tile:
+        if isinstance(image, ImageFile.ImageFile) and image.format == "JPEG" and image.tile:
             # Not loaded yet: let libjpeg decode at 1/2, 1/4 or 1/8 scale straight from the DCT.
             # draft keeps both sides >= resize, so the shorter side still reaches ``resize``.
             image.draft("RGB", (resize, resize))
@@ -98,12 +99,12 @@ def preprocess_image(
     # without resampling the parts the crop throws away.
     scale = resize / min(w, h)
     crop = size / scale
-    left = (w - crop) / 2
-    top = (h - crop) / 2
+    x0 = (w - crop) / 2
+    y0 = (h - crop) / 2
     image = image.resize(
         (size, size),
         Image.Resampling.BICUBIC,
-        box=(left, top, left + crop, top + crop),
+        box=(x0, y0, x0 + crop, y0 + crop),
         reducing_gap=3.0,
     )
     return _to_chw(np.asarray(image), out)
@@ -127,7 +128,8 @@ def _to_chw(pixels: np.ndarray, out: np.ndarray | None) -> np.ndarray:
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    unit: np.ndarray = (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return unit
 
 
 class ImageTagger(InferenceModel):
@@ -197,7 +199,10 @@ class ImageTagger(InferenceModel):
             raise ValueError(
                 f"expected pixels (n, 3, {self.size}, {self.size}), got {pixels.shape}"
             )
-        return self._session.run(outputs, {self._input: np.ascontiguousarray(pixels, np.float32)})
+        results: list[np.ndarray] = self._session.run(
+            outputs, {self._input: np.ascontiguousarray(pixels, np.float32)}
+        )
+        return results
 
     def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings (n, 1280), L2-normalised, for a batch already run through ``preprocess``."""
@@ -215,7 +220,7 @@ class ImageTagger(InferenceModel):
             return np.empty((0, self.embedding_dim), dtype=np.float32)
         return l2_normalise(np.concatenate(parts))
 
-    def predict(  # type: ignore[override]
+    def predict(
         self,
         images: Sequence[Image.Image],
         *,
@@ -280,7 +285,7 @@ class ImageTagger(InferenceModel):
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
+    z: np.ndarray = logits - logits.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
     return z

@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from shared.db.models import ContentItem, ContentStatus
-from shared.inference.base import ModelError
+from shared.model_versions import ModelError
 from shared.storage import BlobSource, delete_unreferenced_blobs, ensure_stored
 from workers.context import WorkerContext
 from workers.tagging.duplicates import find_near_duplicate
@@ -73,42 +73,44 @@ def tag_items(ctx: WorkerContext, session: Session, items: list[ContentItem]) ->
         if tagger is None:
             assert tagger_error is not None
             raise tagger_error
-        results = tagger.predict([p.image for p in with_image])
-        vocab_tags: list[list[tuple[str, float]]] = [[] for _ in results]
+        image_results = tagger.predict([p.image for p in with_image if p.image is not None])
+        vocab_tags: list[list[tuple[str, float]]] = [[] for _ in image_results]
         if vocabulary:
             from workers.tagging.text import TextEmbedder
 
             embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
-            vocab_tags = image_vocabulary_tags(embedder, [r.labels for r in results], vocabulary)
+            vocab_tags = image_vocabulary_tags(
+                embedder, [r.labels for r in image_results], vocabulary
+            )
         vectors["image"] = _store_outputs(
             session,
             summary,
             with_image,
-            [list(r.labels) + extra for r, extra in zip(results, vocab_tags, strict=True)],
-            [r.embedding for r in results],
+            [list(r.labels) + extra for r, extra in zip(image_results, vocab_tags, strict=True)],
+            [r.embedding for r in image_results],
             space="image",
             source=tagger.ref,
-            levels=[r.levels for r in results],
+            levels=[r.levels for r in image_results],
         )
 
     if with_text:
         from workers.tagging.text import TextEmbedder
 
         embedder = ctx.registry.get(ctx.settings.text_model, TextEmbedder)
-        results = embedder.tag_texts([p.text for p in with_text], None)
+        text_results = embedder.tag_texts([p.text for p in with_text if p.text], None)
         vocab_text = text_vocabulary_tags(
             embedder,
             session,
             tenant_id,
-            np.stack([r.embedding for r in results]),
+            np.stack([r.embedding for r in text_results]),
             vocabulary or FacetedVocabulary([]),
         )
         vectors["text"] = _store_outputs(
             session,
             summary,
             with_text,
-            [list(r.keyphrases) + v for r, v in zip(results, vocab_text, strict=True)],
-            [r.embedding for r in results],
+            [list(r.keyphrases) + v for r, v in zip(text_results, vocab_text, strict=True)],
+            [r.embedding for r in text_results],
             space="text",
             source=embedder.ref,
         )
@@ -159,7 +161,7 @@ def _apply_tenant_taggers(
     rows: dict[str, list[Prepared]],
     summary: dict[str, Any],
 ) -> int:
-    from workers.tagging.tenant import apply_tenant_taggers, drop_other_versions
+    from workers.tagging.tenant_taggers import apply_tenant_taggers, drop_other_versions
 
     applied = apply_tenant_taggers(ctx.registry, session, tenant_id, vectors)
     added = 0

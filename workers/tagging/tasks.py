@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.db.models import ContentItem, Job
+from shared.tasks import TAG_BATCH, TAG_CONTENT
 from workers.celery_app import app
 from workers.context import WorkerContext
 from workers.jobs import JobFailed, run_task
@@ -33,11 +34,11 @@ def tag_batch_job(ctx: WorkerContext, session: Session, job: Job) -> dict[str, A
     return tag_items(ctx, session, sorted(items, key=lambda it: order[it.id]))
 
 
-@app.task(name="atelier.tag_content", bind=True)
-def tag_content(self: Task, job_id: str) -> str | None:
+@app.task(name=TAG_CONTENT.task, bind=True)
+def tag_content(self: Task[Any, Any], job_id: str) -> str | None:
     return run_task(self, job_id, tag_content_job)
 
 
-@app.task(name="atelier.tag_batch", bind=True)
-def tag_batch(self: Task, job_id: str) -> str | None:
+@app.task(name=TAG_BATCH.task, bind=True)
+def tag_batch(self: Task[Any, Any], job_id: str) -> str | None:
     return run_task(self, job_id, tag_batch_job)

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from shared.inference.base import InferenceModel, ModelError
+from shared.inference.base import InferenceModel
+from shared.model_versions import ModelError
 
 # Candidate extraction lives in keyphrases.py; re-exported for callers that import it from here.
 from workers.tagging.keyphrases import STOPWORDS, keyphrase_candidates  # noqa: F401
@@ -46,8 +47,8 @@ MAX_KEYPHRASE_CANDIDATES = 256
 NEAR_DUPLICATE_COSINE = 0.9
 PROTOTYPE_CACHE_SIZE = 32
 # plan_batches' cost model, in token-times, as bench/bench_text_tagger.py fits it for this model
-# on one thread: ~6 ms per run against ~0.34 ms per token (~18 tokens); past ~1,024 padded
-# tokens a run's activations outgrow the caches and each token costs 10-15% more.
+# on one thread: a run costs as much as RUN_COST_TOKENS tokens; past MAX_BATCH_TOKENS padded
+# tokens a run's activations outgrow the caches and each token costs more (see docs/perf.md).
 RUN_COST_TOKENS = 18
 MAX_BATCH_TOKENS = 1024
 CALIBRATION_KEY = "zero_shot_calibration"
@@ -130,11 +131,14 @@ def padded_runs(
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+    unit: np.ndarray = (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(
+        np.float32
+    )
+    return unit
 
 
 @dataclass
-class VocabularyEntry:
+class VocabularyTerm:
     """A tag a tenant wants; one-sentence descriptions make zero-shot tagging markedly better."""
 
     name: str
@@ -185,7 +189,7 @@ def mmr(
     remaining = set(range(len(candidates))) - set(chosen)
     while remaining and len(chosen) < top_n:
         rest = np.fromiter(remaining, dtype=np.int64)
-        redundancy = pairwise[np.ix_(rest, chosen)].max(axis=1)
+        redundancy = pairwise[np.ix_(rest, np.asarray(chosen, dtype=np.int64))].max(axis=1)
         keep = redundancy < near_duplicate
         if not keep.any():
             break
@@ -211,7 +215,9 @@ class TextEmbedder(InferenceModel):
         self.calibration_slope = float(calibration["slope"])
         self.calibration_intercept = float(calibration["intercept"])
         self.default_threshold = DEFAULT_THRESHOLD
-        self._prototype_cache: OrderedDict[tuple, VocabularyPrototypes] = OrderedDict()
+        self._prototype_cache: OrderedDict[
+            tuple[tuple[str, tuple[str, ...]], ...], VocabularyPrototypes
+        ] = OrderedDict()
         self._cache_lock = threading.Lock()
         probe = self._run(*pad_batch([[101, 102]]))
         if probe.shape != (1, EMBEDDING_DIM):
@@ -226,7 +232,8 @@ class TextEmbedder(InferenceModel):
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        return self._session.run(["sentence_embedding"], feeds)[0]
+        embeddings: np.ndarray = self._session.run(["sentence_embedding"], feeds)[0]
+        return embeddings
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids with [CLS]/[SEP], truncated to ``MAX_TOKENS``, unpadded."""
@@ -309,7 +316,7 @@ class TextEmbedder(InferenceModel):
 
     # --- zero-shot vocabulary ------------------------------------------------------------------
 
-    def prototypes(self, vocabulary: Sequence[VocabularyEntry]) -> VocabularyPrototypes:
+    def prototypes(self, vocabulary: Sequence[VocabularyTerm]) -> VocabularyPrototypes:
         """Embed a vocabulary once (cached per model for the last few vocabularies)."""
         key = tuple(e.key() for e in vocabulary)
         with self._cache_lock:
@@ -334,7 +341,7 @@ class TextEmbedder(InferenceModel):
     def similarities(
         self,
         doc_embeddings: np.ndarray,
-        vocabulary: Sequence[VocabularyEntry] | VocabularyPrototypes,
+        vocabulary: Sequence[VocabularyTerm] | VocabularyPrototypes,
     ) -> np.ndarray:
         """Cosine similarity of each document (rows) to each vocabulary prototype (columns)."""
         protos = (
@@ -346,7 +353,8 @@ class TextEmbedder(InferenceModel):
             # The registry can swap model versions under a long-lived caller holding prototypes.
             raise ValueError(f"prototypes were embedded by {protos.model_ref}, not {self.ref}")
         docs = np.atleast_2d(np.asarray(doc_embeddings, dtype=np.float32))
-        return docs @ protos.matrix.T
+        similarities: np.ndarray = docs @ protos.matrix.T
+        return similarities
 
     def probabilities(self, similarities: np.ndarray) -> np.ndarray:
         z = self.calibration_slope * similarities + self.calibration_intercept
@@ -355,7 +363,7 @@ class TextEmbedder(InferenceModel):
     def zero_shot(
         self,
         doc_embeddings: np.ndarray,
-        vocabulary: Sequence[VocabularyEntry] | VocabularyPrototypes,
+        vocabulary: Sequence[VocabularyTerm] | VocabularyPrototypes,
         *,
         threshold: float | None = None,
     ) -> list[list[tuple[str, float]]]:
@@ -384,7 +392,7 @@ class TextEmbedder(InferenceModel):
     def tag_texts(
         self,
         texts: Sequence[str],
-        vocabulary: Sequence[VocabularyEntry] | VocabularyPrototypes | None,
+        vocabulary: Sequence[VocabularyTerm] | VocabularyPrototypes | None,
         *,
         top_n: int = 8,
         diversity: float = 0.5,
@@ -407,7 +415,7 @@ class TextEmbedder(InferenceModel):
     def tag_text(
         self,
         text: str,
-        vocabulary: Sequence[VocabularyEntry] | VocabularyPrototypes | None,
+        vocabulary: Sequence[VocabularyTerm] | VocabularyPrototypes | None,
         *,
         top_n: int = 8,
         diversity: float = 0.5,

@@ -105,5 +105,5 @@ _limit = worker_settings().training_time_limit_s
 # The task-wide default limit (task_time_limit_s, minutes) is for tagging and generation; a
 # build trains for several minutes, so it gets the training limit, as recommender training does.
 @app.task(name=JOB_TYPES[BUILD_JOB].task, bind=True, soft_time_limit=_limit, time_limit=_limit + 60)
-def build_bundled_model_task(self: Task, job_id: str) -> str | None:
+def build_bundled_model_task(self: Task[Any, Any], job_id: str) -> str | None:
     return run_task(self, job_id, build_bundled_model_job)

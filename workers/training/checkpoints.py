@@ -36,4 +36,5 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state: dict[str, Any] | None = torch.load(path, map_location="cpu", weights_only=True)
+    return state

@@ -53,7 +53,7 @@ class SameConv2d(nn.Sequential):
         self.pad = nn.ZeroPad2d(pad) if any(pad) else nn.Identity()
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=False)
 
-    def _load_from_state_dict(  # type: ignore[override]
+    def _load_from_state_dict(
         self,
         state_dict: dict[str, torch.Tensor],
         prefix: str,
@@ -64,7 +64,7 @@ class SameConv2d(nn.Sequential):
         key = prefix + "weight"
         if key in state_dict:
             state_dict[prefix + "conv.weight"] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def bn(channels: int) -> nn.BatchNorm2d:
@@ -94,7 +94,8 @@ class MBConv(nn.Module):
             y = self.act(self._bn0(self._expand_conv(y)))
         y = self.act(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
-        return y + x if self.skip else y
+        out: torch.Tensor = y + x if self.skip else y
+        return out
 
 
 class EfficientNetLite0(nn.Module):

@@ -21,8 +21,9 @@ from shared.config import worker_settings
 from shared.db.model_versions import record_version
 from shared.db.models import HUMAN_ORIGINS, ContentItem, Job, Tag, TagOrigin
 from shared.inference.manifest import Manifest
-from shared.inference.registry import next_version, set_active_version, tenant_model_name
 from shared.jobs import report_progress
+from shared.model_versions import next_version, set_active_version, tenant_model_name
+from shared.tasks import TRAIN_IMAGE_GENERATOR, TRAIN_TEXT_GENERATOR
 from workers.celery_app import app
 from workers.context import WorkerContext
 from workers.jobs import JobCancelled, JobFailed, cancel_poller, run_task
@@ -104,7 +105,8 @@ def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> 
     when neither is given), ``filter``, ``corpus`` (extra untagged text, documents split at
     blank lines), ``conditional`` (false: no control codes; otherwise every tag on enough
     documents gets one, see :func:`choose_image_tags`), ``hidden``, ``layers``."""
-    from workers.training.rnn import RNNConfig, TrainingCancelled, train_text_generator
+    from workers.training.checkpoints import TrainingCancelled
+    from workers.training.rnn import RNNConfig, train_text_generator
     from workers.training.text_data import MIN_TAG_DOCS
 
     p = job.params
@@ -138,7 +140,7 @@ def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> 
             f"the corpus has {size} bytes of text; at least {MIN_TEXT_BYTES} are needed "
             "(add content, widen the filter or send `corpus`)"
         )
-    name = tenant_model_name("text_generator", job.tenant_id)
+    name = tenant_model_name("text_generator", job.owner())
     version = job.params.get("_version") or next_version(ctx.settings.models_dir, name)
     _pin_version(session, job, version)
     progress, should_stop = _hooks(ctx, job)
@@ -188,12 +190,13 @@ def train_image_generator_job(ctx: WorkerContext, session: Session, job: Job) ->
                 f"conditional training needs at least 2 tags on {MIN_TAG_IMAGES} or more of the "
                 "images each; train without `conditional` or tag more images"
             )
+    train_labels: list[int] | None = None
     if labels is not None:
         # Images without a qualifying tag sit out a conditional run.
-        keep = [i for i, y in enumerate(labels) if y is not None]
-        images, labels = [images[i] for i in keep], [labels[i] for i in keep]
+        images = [im for im, y in zip(images, labels, strict=True) if y is not None]
+        train_labels = [y for y in labels if y is not None]
     tagger = _image_tagger(ctx)
-    name = tenant_model_name("image_generator", job.tenant_id)
+    name = tenant_model_name("image_generator", job.owner())
     version = p.get("_version") or next_version(ctx.settings.models_dir, name)
     _pin_version(session, job, version)
     progress, should_stop = _hooks(ctx, job)
@@ -205,7 +208,7 @@ def train_image_generator_job(ctx: WorkerContext, session: Session, job: Job) ->
             images, ctx.settings.models_dir, name, version,
             steps=None if steps is None else int(steps),
             budget_s=None if budget_s is None else float(budget_s),
-            labels=labels, label_names=tag_names, progress=progress,
+            labels=train_labels, label_names=tag_names, progress=progress,
             should_stop=should_stop, checkpoint_dir=_checkpoint_dir(ctx, job),
             features=tagger_features(tagger) if tagger else None,
             embed_name=tagger.ref if tagger else None, threads=ctx.settings.ort_threads,
@@ -302,7 +305,7 @@ def _pin_version(session: Session, job: Job, version: str) -> None:
 
 
 def _image_tagger(ctx: WorkerContext) -> Any:
-    from shared.inference.base import ModelError
+    from shared.model_versions import ModelError
     from workers.tagging.image import ImageTagger
 
     try:
@@ -316,15 +319,13 @@ def _image_tagger(ctx: WorkerContext) -> Any:
 _limit = worker_settings().training_time_limit_s
 
 
-@app.task(
-    name="atelier.train_text_generator", bind=True, soft_time_limit=_limit, time_limit=_limit + 60
-)
-def train_text_generator_task(self: Task, job_id: str) -> str | None:
+@app.task(name=TRAIN_TEXT_GENERATOR.task, bind=True, soft_time_limit=_limit, time_limit=_limit + 60)
+def train_text_generator_task(self: Task[Any, Any], job_id: str) -> str | None:
     return run_task(self, job_id, train_text_generator_job)
 
 
 @app.task(
-    name="atelier.train_image_generator", bind=True, soft_time_limit=_limit, time_limit=_limit + 60
+    name=TRAIN_IMAGE_GENERATOR.task, bind=True, soft_time_limit=_limit, time_limit=_limit + 60
 )
-def train_image_generator_task(self: Task, job_id: str) -> str | None:
+def train_image_generator_task(self: Task[Any, Any], job_id: str) -> str | None:
     return run_task(self, job_id, train_image_generator_job)

@@ -32,22 +32,18 @@ from shared.config import worker_settings
 from shared.db.model_versions import record_version
 from shared.db.models import Interaction, Job, JobStatus, ModelVersion, Tenant
 from shared.jobs import new_job, publish, report_progress
+from shared.model_versions import recommender_model_name
 from shared.recommender_config import get_config
-from shared.tasks import JOB_TYPES, QUEUE_TRAINING
+from shared.tasks import SCHEDULE_RECOMMENDERS_TASK, TRAIN_RECOMMENDER
 from workers.celery_app import app
 from workers.context import WorkerContext, get_context
 from workers.jobs import JobCancelled, JobFailed, run_task
 
 log = logging.getLogger(__name__)
 
-SCHEDULE_TASK = "atelier.schedule_recommender_training"
 MIN_EVENTS = 2
 
 Progress = Callable[[float, str], None]
-
-
-def model_name(tenant_id: str) -> str:
-    return f"recommender:{tenant_id}"
 
 
 def artefact_root(models_dir: Path, tenant_id: str) -> Path:
@@ -206,7 +202,7 @@ def save_version(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-    name = model_name(tenant_id)
+    name = recommender_model_name(tenant_id)
     record_version(
         session,
         tenant_id=tenant_id,
@@ -241,7 +237,7 @@ def train_recommender_job(ctx: WorkerContext, session: Session, job: Job) -> dic
     params = job.params or {}
     return train_for_tenant(
         session,
-        tenant_id=job.tenant_id,
+        tenant_id=job.owner(),
         models_dir=ctx.settings.models_dir,
         budget_s=None if params.get("budget_s") is None else float(params["budget_s"]),
         candidates=params.get("candidates"),
@@ -254,12 +250,12 @@ _limit = worker_settings().training_time_limit_s
 
 
 @app.task(
-    name=JOB_TYPES["train_recommender"].task,
+    name=TRAIN_RECOMMENDER.task,
     bind=True,
     soft_time_limit=_limit,
     time_limit=_limit + 60,
 )
-def train_recommender(self: Task, job_id: str) -> str | None:
+def train_recommender(self: Task[Any, Any], job_id: str) -> str | None:
     return run_task(self, job_id, train_recommender_job)
 
 
@@ -273,7 +269,7 @@ def tenants_needing_training(session: Session) -> list[str]:
     pending = set(
         session.scalars(
             select(Job.tenant_id).where(
-                Job.type == "train_recommender",
+                Job.type == TRAIN_RECOMMENDER.name,
                 Job.status.in_((JobStatus.queued, JobStatus.running)),
             )
         )
@@ -284,7 +280,7 @@ def tenants_needing_training(session: Session) -> list[str]:
             continue
         latest = session.scalars(
             select(ModelVersion)
-            .where(ModelVersion.name == model_name(tenant_id))
+            .where(ModelVersion.name == recommender_model_name(tenant_id))
             .order_by(ModelVersion.version.desc())
             .limit(1)
         ).first()
@@ -299,22 +295,14 @@ def schedule_training(session: Session, celery: Any) -> list[str]:
     for tenant_id in tenants_needing_training(session):
         if session.get(Tenant, tenant_id) is None:
             continue
-        jobs.append(new_job(session, tenant_id=tenant_id, job_type="train_recommender"))
+        jobs.append(new_job(session, tenant_id=tenant_id, job_type=TRAIN_RECOMMENDER.name))
     session.commit()
     for job in jobs:
         publish(session, celery, job)
     return [j.id for j in jobs]
 
 
-@app.task(name=SCHEDULE_TASK, ignore_result=True)
+@app.task(name=SCHEDULE_RECOMMENDERS_TASK, ignore_result=True)
 def schedule_recommender_training() -> list[str]:
     with get_context().session() as session:
         return schedule_training(session, app)
-
-
-# Retraining cadence: hourly is fresh enough because serving folds new events in anyway.
-app.conf.beat_schedule["train-recommenders"] = {
-    "task": SCHEDULE_TASK,
-    "schedule": 3600.0,
-    "options": {"queue": QUEUE_TRAINING},
-}

@@ -150,7 +150,8 @@ def evaluate_probs(
     model.train(was_training)
     # Row-major: stream r covers positions r * per + 1 .., so the flat order is the byte order.
     flat = logp.numpy().astype(np.float64).reshape(-1)
-    return np.exp(flat[_eval_positions(stream, streams, per) - 1])
+    probs: np.ndarray = np.exp(flat[_eval_positions(stream, streams, per) - 1])
+    return probs
 
 
 def _eval_positions(stream: np.ndarray, streams: int, per: int) -> np.ndarray:

@@ -30,7 +30,7 @@ def export_onnx(model: CharGRU, cfg: RNNConfig, path: Path) -> float:
         # The exporter warns about GRU batch sizes unless h0 is an input; here it is one.
         warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
         # Shape checks inside nn.GRU become trace constants; the dynamic axes cover them.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]  # public, not re-exported
         # The legacy exporter is chosen on purpose (native GRU op); its deprecation is known.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(

@@ -25,7 +25,7 @@ class Schedule:
         return self.fraction(step, elapsed) >= 1.0
 
     def lr(self, step: int, elapsed: float, base_lr: float) -> float:
-        # Short warm-up then cosine to 10%: a constant rate leaves ~0.05 bpc on the table.
+        # Short warm-up then cosine to 10%: a constant rate trains worse (see docs/perf.md).
         warm = self.warmup_steps
         if self.total_steps:
             warm = min(warm, max(1, self.total_steps // 20))

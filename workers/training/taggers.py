@@ -8,9 +8,8 @@ class weights, read at a 0.5 threshold; a ``single`` tagger is one multinomial (
 ``LogisticRegression`` over the items with exactly one label, and serves its best label with its
 probability. One-vs-rest binary models each see one positive class against the rest, and their
 independent probabilities often all fall under 0.5 on an item: on AG News that abstained on
-1-14% of texts and lost 0.6-6 points to a plain softmax regression at 16-1,024 examples per label
-(bench/bench_tag_facets.py). Its cross-validated metrics (``cross_val_predict``) go into the
-job result and the model manifest.
+some texts and lost accuracy to a plain softmax regression (see docs/perf.md). Its
+cross-validated metrics (``cross_val_predict``) go into the job result and the model manifest.
 The model is exported with skl2onnx, checked against scikit-learn, published atomically as
 ``tagger_<id>/<n>`` and made active, which every worker picks up within seconds.
 """
@@ -42,33 +41,22 @@ from shared.db.models import (
 )
 from shared.db.taggers import labelled_items, short_labels, training_model
 from shared.inference.manifest import Manifest, list_versions, publish_model_dir, write_manifest
-from shared.inference.registry import set_active_version
 from shared.jobs import new_job, publish, report_progress
+from shared.model_versions import set_active_version, tagger_model_name
 from shared.schemas.tagging import MIN_EXAMPLES_PER_LABEL
+from shared.tasks import RETRAIN_TAGGERS_TASK, TRAIN_TAGGER
 from workers.celery_app import app
 from workers.context import WorkerContext, get_context
 from workers.jobs import JobCancelled, JobFailed, run_task
-from workers.tagging.tenant import KIND, MODEL_FILE, OUTPUT, label_probabilities, model_name
+from workers.tagging.tenant_taggers import KIND, MODEL_FILE, OUTPUT, label_probabilities
 
 log = logging.getLogger(__name__)
 
-TASK = "atelier.train_tagger"
-RETRAIN_TASK = "atelier.retrain_taggers"
-RETRAIN_INTERVAL_S = 3600.0
 MAX_FOLDS = 5
 THRESHOLD = 0.5
 # float32 ONNX vs float64 scikit-learn: anything above this is a conversion bug, not rounding.
 ONNX_TOLERANCE = 1e-4
 _IN_CHUNK = 500  # ids per IN (...) clause; SQLite allows at most 999 parameters in older builds
-
-app.conf.beat_schedule = {
-    **(app.conf.beat_schedule or {}),
-    "retrain-taggers": {
-        "task": RETRAIN_TASK,
-        "schedule": RETRAIN_INTERVAL_S,
-        "options": {"queue": "training"},
-    },
-}
 
 
 @dataclass
@@ -197,7 +185,7 @@ def fit_and_evaluate(
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     single = mode == "single"
     target = ts.y.argmax(axis=1) if single else _target(ts.y)
-    # Two BLAS threads on a shared 2-core machine made a fit 49x slower (docs/perf.md).
+    # Two BLAS threads on a shared 2-core machine made a fit far slower (see docs/perf.md).
     with threadpool_limits(1), warnings.catch_warnings():
         # A fold may lack a label entirely; scikit-learn then predicts a constant and says so.
         warnings.simplefilter("ignore")
@@ -252,7 +240,7 @@ def export_onnx(model: Any, ts: TrainingSet) -> bytes:
         options={id(model): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
-    data = onx.SerializeToString()
+    data: bytes = onx.SerializeToString()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = label_probabilities(
         sess.run([OUTPUT], {sess.get_inputs()[0].name: ts.x})[0], len(ts.labels)
@@ -291,7 +279,7 @@ def train_tagger(
         raise JobCancelled("cancelled before publishing")
     data = export_onnx(model, ts)
 
-    name = model_name(tagger.id)
+    name = tagger_model_name(tagger.id)
     models_dir = ctx.settings.models_dir
     version = str(next_version(session, models_dir, name))
     with publish_model_dir(models_dir, name, version) as tmp:
@@ -356,7 +344,7 @@ def due_for_retraining(session: Session) -> list[Tagger]:
     # postpones its scheduled ones to the next beat; that only delays, never loses, a retrain.
     pending = exists().where(
         Job.tenant_id == Tagger.tenant_id,
-        Job.type == "train_tagger",
+        Job.type == TRAIN_TAGGER.name,
         Job.status.in_((JobStatus.queued, JobStatus.running)),
     )
     candidates = session.scalars(
@@ -385,7 +373,7 @@ def enqueue_retraining(session: Session, celery: Celery) -> list[str]:
             new_job(
                 session,
                 tenant_id=tagger.tenant_id,
-                job_type="train_tagger",
+                job_type=TRAIN_TAGGER.name,
                 params={"tagger_id": tagger.id, "trigger": "schedule"},
             )
         )
@@ -395,12 +383,12 @@ def enqueue_retraining(session: Session, celery: Celery) -> list[str]:
     return [j.id for j in jobs]
 
 
-@app.task(name=TASK, bind=True)
+@app.task(name=TRAIN_TAGGER.task, bind=True)
 def train_tagger_task(self: Any, job_id: str) -> str | None:
     return run_task(self, job_id, train_tagger_job)
 
 
-@app.task(name=RETRAIN_TASK, ignore_result=True)
+@app.task(name=RETRAIN_TAGGERS_TASK, ignore_result=True)
 def retrain_taggers() -> list[str]:
     """Beat: one training job per tagger whose examples changed since its last version."""
     with get_context().session() as session:

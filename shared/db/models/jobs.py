@@ -51,6 +51,13 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
+    def owner(self) -> str:
+        """The tenant of a tenant job; only system jobs have none, and they never reach tenant
+        handlers, so a missing tenant here is a bug reported on the job row."""
+        if self.tenant_id is None:
+            raise ValueError(f"job {self.id} ({self.type}) has no tenant")
+        return self.tenant_id
+
 
 class ModelVersion(Base):
     __tablename__ = "model_versions"

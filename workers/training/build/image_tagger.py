@@ -93,8 +93,8 @@ def build(
 ) -> Path:
     """Publish the fp32 tagger (and with ``int8=True`` its int8 copy); return the fp32 dir.
 
-    int8 is off by default: its top-1 agreement with fp32 (0.89 on held-out crops) misses the
-    99% bar we set for serving it, so it is built only to measure (`bench/bench_image_tagger.py`).
+    int8 is off by default: its top-1 agreement with fp32 misses the 99% bar we set for serving it
+    (see docs/perf.md), so it is built only to measure (`bench/bench_image_tagger.py`).
     """
     final = build_fp32(models_dir, force=force, log=log)
     if int8:
@@ -259,7 +259,7 @@ def build_int8(
     # Held-out views of the same images: different crops from the calibration ones.
     evaluation = np.stack([v for im in images for v in _views(im, 3, rng)])
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no types
         def __init__(self) -> None:
             self._batches = iter([{"pixels": x[None]} for x in calibration])
 
@@ -278,9 +278,9 @@ def build_int8(
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 # 7-bit weights (onnxruntime's advice for CPUs without AVX-512 VNNI, whose
-                # u8 x s8 kernels can saturate 16-bit sums): on an AVX2-only EPYC, full-range
-                # s8 weights gave 0.85 confident top-1 agreement, 7-bit 0.90; u8 weights were
-                # exact enough (0.95) but 6x slower than fp32.
+                # u8 x s8 kernels can saturate 16-bit sums): on an AVX2-only EPYC they agreed
+                # with fp32 more often than full-range s8 weights; u8 weights agreed best but
+                # ran slower than fp32 (see docs/perf.md).
                 reduce_range=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,

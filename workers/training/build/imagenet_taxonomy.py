@@ -24,6 +24,7 @@ import json
 import zipfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from workers.tagging.concepts import NEVER_TAGS
 
@@ -120,10 +121,12 @@ def ancestors(offset: str, nouns: dict[str, tuple[list[str], list[str]]]) -> lis
     return sorted(depth, key=lambda o: (depth[o], o))
 
 
-def build_taxonomy(wnids: list[str], nouns: dict[str, tuple[list[str], list[str]]]) -> dict:
+def build_taxonomy(
+    wnids: list[str], nouns: dict[str, tuple[list[str], list[str]]]
+) -> dict[str, Any]:
     if len(wnids) != 1000 or len(set(wnids)) != 1000:
         raise ValueError(f"expected 1000 distinct ImageNet wnids, got {len(set(wnids))}")
-    classes = []
+    classes: list[dict[str, Any]] = []
     for wnid in wnids:
         offset = wnid[1:]
         name = NAME_OVERRIDES.get(wnid) or normalise(nouns[offset][0][0])

@@ -37,7 +37,7 @@ from workers.tagging.text import (
     EMBEDDING_DIM,
     MAX_TOKENS,
     TextEmbedder,
-    VocabularyEntry,
+    VocabularyTerm,
     load_tokenizer,
     pad_batch,
 )
@@ -141,7 +141,8 @@ def load_torch_model(model_dir: Path | None = None) -> torch.nn.Module:
             ao = self.attention.output
             x = ao.LayerNorm(ao.dense(ctx) + x)
             h = nn.functional.gelu(self.intermediate.dense(x))
-            return self.output.LayerNorm(self.output.dense(h) + x)
+            out: torch.Tensor = self.output.LayerNorm(self.output.dense(h) + x)
+            return out
 
     class Embeddings(nn.Module):
         def __init__(self) -> None:
@@ -181,7 +182,8 @@ def load_torch_model(model_dir: Path | None = None) -> torch.nn.Module:
                 x = layer(x, mask_bias)
             summed = (x * mask.unsqueeze(-1)).sum(1)
             pooled = summed / mask.sum(1, keepdim=True).clamp(min=1e-9)
-            return pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)
+            embeddings: torch.Tensor = pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)
+            return embeddings
 
     model = MiniLM()
     state = load_file(str((model_dir or source_dir()) / "model.safetensors"))
@@ -199,7 +201,8 @@ def torch_embed(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray) -> np
 
     with torch.inference_mode():
         out = model(torch.from_numpy(ids), torch.from_numpy(mask))
-    return out.numpy()
+    embeddings: np.ndarray = out.numpy()
+    return embeddings
 
 
 def export_onnx(model: torch.nn.Module, path: Path) -> None:
@@ -230,18 +233,16 @@ def export_onnx(model: torch.nn.Module, path: Path) -> None:
 # unit tests' texts and has more labels (10) than a typical CMS vocabulary, so the fitted prior is
 # conservative rather than optimistic.
 CALIBRATION_VOCABULARY = [
-    VocabularyEntry("sports", ["athletes, teams, matches, tournaments and results"]),
-    VocabularyEntry(
-        "politics", ["governments, elections, parliaments, laws and political parties"]
-    ),
-    VocabularyEntry("cooking", ["recipes, ingredients, kitchens and preparing food"]),
-    VocabularyEntry("technology", ["computers, software, the internet, gadgets and engineering"]),
-    VocabularyEntry("health", ["medicine, illness, doctors, fitness and wellbeing"]),
-    VocabularyEntry("finance", ["money, markets, banks, investing and the economy"]),
-    VocabularyEntry("travel", ["trips, tourism, destinations, flights and hotels"]),
-    VocabularyEntry("music", ["songs, bands, concerts, albums and musicians"]),
-    VocabularyEntry("science", ["research, experiments, physics, biology and discoveries"]),
-    VocabularyEntry("education", ["schools, teachers, students, universities and learning"]),
+    VocabularyTerm("sports", ["athletes, teams, matches, tournaments and results"]),
+    VocabularyTerm("politics", ["governments, elections, parliaments, laws and political parties"]),
+    VocabularyTerm("cooking", ["recipes, ingredients, kitchens and preparing food"]),
+    VocabularyTerm("technology", ["computers, software, the internet, gadgets and engineering"]),
+    VocabularyTerm("health", ["medicine, illness, doctors, fitness and wellbeing"]),
+    VocabularyTerm("finance", ["money, markets, banks, investing and the economy"]),
+    VocabularyTerm("travel", ["trips, tourism, destinations, flights and hotels"]),
+    VocabularyTerm("music", ["songs, bands, concerts, albums and musicians"]),
+    VocabularyTerm("science", ["research, experiments, physics, biology and discoveries"]),
+    VocabularyTerm("education", ["schools, teachers, students, universities and learning"]),
 ]
 
 CALIBRATION_TEXTS: list[tuple[str, str]] = [
@@ -398,7 +399,10 @@ def _manifest(name: str, version: str, metrics: dict[str, Any], extra: dict[str,
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    cosines: np.ndarray = (a * b).sum(1) / (
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12
+    )
+    return cosines
 
 
 def _publish(

@@ -24,6 +24,7 @@ from shared.schemas.generation import (
     TextGenerateRequest,
     TextGeneratorTrain,
 )
+from shared.tasks import GENERATE_IMAGES, GENERATE_TEXT, TRAIN_IMAGE_GENERATOR, TRAIN_TEXT_GENERATOR
 
 router = APIRouter(prefix="/v1", tags=["generation"])
 
@@ -60,8 +61,8 @@ def _check_model(
                 headers={"Retry-After": "30"},
             ) from exc
         failed = build_jobs(session, base, [JobStatus.failed])
-        details = {**progress_details(failed[0]), "error": failed[0].error} if failed else None
-        raise ApiError(503, str(exc), code="model_unavailable", details=details) from exc
+        last_failure = {**progress_details(failed[0]), "error": failed[0].error} if failed else None
+        raise ApiError(503, str(exc), code="model_unavailable", details=last_failure) from exc
 
 
 def _enqueue(
@@ -125,7 +126,7 @@ async def generate_text(
         session,
         celery,
         principal.tenant_id,
-        "generate_text",
+        GENERATE_TEXT.name,
         body.model_dump(mode="json"),
     )
     return await _answer(request, response, job, wait)
@@ -147,7 +148,7 @@ async def generate_images(
     _check_model(settings, session, "image_generator", principal.tenant_id, body.model_version)
     params = {"mode": "sample", **body.model_dump(mode="json")}
     job = await run_in_threadpool(
-        _enqueue, session, celery, principal.tenant_id, "generate_images", params
+        _enqueue, session, celery, principal.tenant_id, GENERATE_IMAGES.name, params
     )
     return await _answer(request, response, job, wait)
 
@@ -167,7 +168,7 @@ async def interpolate_images(
     _check_model(settings, session, "image_generator", principal.tenant_id, body.model_version)
     params = {"mode": "interpolate", **body.model_dump(mode="json")}
     job = await run_in_threadpool(
-        _enqueue, session, celery, principal.tenant_id, "generate_images", params
+        _enqueue, session, celery, principal.tenant_id, GENERATE_IMAGES.name, params
     )
     return await _answer(request, response, job, wait)
 
@@ -181,7 +182,11 @@ def train_text_generator(
     job; cancel with `POST /v1/jobs/{id}:cancel`; a dead worker's job resumes from its
     checkpoint."""
     job = _enqueue(
-        session, celery, principal.tenant_id, "train_text_generator", body.model_dump(mode="json")
+        session,
+        celery,
+        principal.tenant_id,
+        TRAIN_TEXT_GENERATOR.name,
+        body.model_dump(mode="json"),
     )
     return GenerationAccepted(job_id=job.id, status=job.status)
 
@@ -192,6 +197,10 @@ def train_image_generator(
 ) -> GenerationAccepted:
     """Train the tenant's own GAN on its uploaded images (optionally filtered by tag)."""
     job = _enqueue(
-        session, celery, principal.tenant_id, "train_image_generator", body.model_dump(mode="json")
+        session,
+        celery,
+        principal.tenant_id,
+        TRAIN_IMAGE_GENERATOR.name,
+        body.model_dump(mode="json"),
     )
     return GenerationAccepted(job_id=job.id, status=job.status)

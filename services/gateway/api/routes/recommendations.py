@@ -31,6 +31,7 @@ from shared.schemas.recommendations import (
     RecommenderConfigPublic,
     TrainRequest,
 )
+from shared.tasks import TRAIN_RECOMMENDER
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -131,7 +132,7 @@ def train(
     job = new_job(
         session,
         tenant_id=principal.tenant_id,
-        job_type="train_recommender",
+        job_type=TRAIN_RECOMMENDER.name,
         params=body.model_dump(exclude_none=True),
     )
     session.commit()

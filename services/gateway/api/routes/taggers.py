@@ -15,6 +15,7 @@ from shared.schemas.tagging import (
     TaggerList,
     TaggerPublic,
 )
+from shared.tasks import TRAIN_TAGGER
 
 router = APIRouter(prefix="/v1", tags=["tagging"])
 
@@ -70,7 +71,7 @@ def train_tagger(
     job = new_job(
         session,
         tenant_id=principal.tenant_id,
-        job_type="train_tagger",
+        job_type=TRAIN_TAGGER.name,
         params={"tagger_id": tagger.id, "trigger": "api"},
     )
     session.commit()

@@ -19,8 +19,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shared.db.models import ModelVersion, Tag, TagOrigin
-from shared.inference.base import InferenceModel, ModelError
+from shared.inference.base import InferenceModel
 from shared.inference.registry import ModelRegistry
+from shared.model_versions import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,6 @@ KIND = "tenant_tagger"
 MODEL_FILE = "model.onnx"
 OUTPUT = "probabilities"
 DEFAULT_THRESHOLD = 0.5
-
-
-def model_name(tagger_id: str) -> str:
-    return f"tagger_{tagger_id}"
 
 
 def label_probabilities(probs: np.ndarray, n_labels: int) -> np.ndarray:
@@ -76,7 +73,7 @@ class TenantTagger(InferenceModel):
         probs = self._session.run([OUTPUT], {self._input: x})[0]
         return label_probabilities(probs, len(self.labels))
 
-    def predict(  # type: ignore[override]
+    def predict(
         self, embeddings: np.ndarray, *, min_score: float | None = None
     ) -> list[list[tuple[str, float]]]:
         return self._predict(embeddings, min_score=min_score)
