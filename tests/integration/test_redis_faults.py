@@ -27,50 +27,16 @@ from shared.db.models import ContentItem, Job, JobStatus, Tag
 from shared.db.session import session_scope
 from shared.jobs import new_job, sweep
 from shared.queue import create_celery
-from suite.supervisor import Supervisor, free_port, redis_reachable
+from suite.supervisor import Supervisor, redis_reachable
 from tests.conftest import BUNDLED_MODELS, ROOT, Stack, WorkerProcess
 from tests.helpers import auth
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
 # Generous: a stalled publish costs a few broker_timeout_s (1 s here), never more.
 ANSWER_BOUND_S = 10.0
 UPLOADS = 6
-
-
-class RedisServer:
-    """A redis-server of the test's own, which it may pause, stop and start again."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.data_dir)],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while not redis_reachable(self.url, 0.2):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.1)
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
 
 
 def private_models(models_dir: Path, into: Path) -> Path:
