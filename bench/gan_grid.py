@@ -27,7 +27,7 @@ from workers.training.gan import GANConfig, heldout_split
 SCALE = 2
 CELL = 64 * SCALE
 PAD = 6
-LABEL_W = 110
+LABEL_W = 120
 FAKE_COLS = 8
 REAL_COLS = 3
 
@@ -47,15 +47,18 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def grid(rows: list[tuple[str, list[Image.Image], list[Image.Image]]]) -> Image.Image:
-    cols = max(len(f) for _, f, _ in rows) + max(len(r) for _, _, r in rows)
+    """Rows of (label, generated, real); the real column appears only when some row has one."""
+    real_cols = max(len(r) for _, _, r in rows)
+    cols = max(len(f) for _, f, _ in rows) + real_cols
     width = LABEL_W + cols * (CELL + PAD) + 3 * PAD
-    head = 28
+    head = 28 if real_cols else 0
     out = Image.new("RGB", (width, head + len(rows) * (CELL + PAD) + PAD), "white")
     draw = ImageDraw.Draw(out)
     font = _font(18)
     fake_w = FAKE_COLS * (CELL + PAD)
-    draw.text((LABEL_W, 4), "generated", fill="black", font=font)
-    draw.text((LABEL_W + fake_w + 3 * PAD, 4), "real (held out)", fill="black", font=font)
+    if real_cols:
+        draw.text((LABEL_W, 4), "generated", fill="black", font=font)
+        draw.text((LABEL_W + fake_w + 3 * PAD, 4), "real (held out)", fill="black", font=font)
     for r, (label, fake, real) in enumerate(rows):
         y = head + r * (CELL + PAD)
         draw.text((8, y + CELL // 2 - 10), label, fill="black", font=font)
@@ -88,11 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         fake = gen.generate(4 * FAKE_COLS, seed=args.seed)
         picks = np.random.default_rng(args.seed).choice(len(real), 2 * FAKE_COLS, replace=False)
         for r in range(4):
-            rows.append(("", fake[r * FAKE_COLS : (r + 1) * FAKE_COLS], []))
+            rows.append(("generated", fake[r * FAKE_COLS : (r + 1) * FAKE_COLS], []))
         for r in range(2):
-            rows.append(("real", [real[i] for i in picks[r * FAKE_COLS : (r + 1) * FAKE_COLS]], []))
+            chosen = [real[i] for i in picks[r * FAKE_COLS : (r + 1) * FAKE_COLS]]
+            rows.append(("real", chosen, []))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    grid(rows).save(args.out, optimize=True)
+    # An adaptive 256-colour palette keeps the README image small; icons have few colours.
+    grid(rows).quantize(256).save(args.out, optimize=True)
     m = gen.manifest.metrics
     print(f"wrote {args.out} from {gen.ref} (FID {m.get('fid', float('nan')):.3f})")
     return 0

