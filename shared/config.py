@@ -59,6 +59,12 @@ class CommonSettings(BaseSettings):
         "`virtual` in the host name.",
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: lines for a person at a console (`atelier run`); `json`: one JSON "
+        "object a line with the request id, for a log pipeline (the Docker and Kubernetes "
+        "set-ups). Fields: docs/observability.md.",
+    )
     # Image renditions, made once from the upload by the gateway (the worker makes them only
     # for images that arrive without them). The working copy is what the image tagger reads:
     # the decoded upload's centre square, its side scaled to working_copy_size (the tagger's
@@ -225,6 +231,13 @@ class WorkerSettings(CommonSettings):
     sweep_interval_s: float = 30.0
     # A job still queued this long after it was published is published again by the sweeper.
     requeue_after_s: float = 900.0
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port the worker's main process serves Prometheus `/metrics` on, for every "
+        "process of its pool together (docs/observability.md). 0: no metrics server.",
+    )
 
 
 @lru_cache

@@ -16,6 +16,15 @@ from prometheus_client import CollectorRegistry, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.logging_setup import (
+    REQUEST_ID_HEADER,
+    clean_request_id,
+    log_request,
+    new_request_id,
+    reset_request_id,
+    set_request_id,
+)
+
 log = logging.getLogger(__name__)
 
 STATUS_CODES = {
@@ -123,7 +132,8 @@ class RequestMetrics:
 
 class _MetricsMiddleware:
     """Plain ASGI: `@app.middleware("http")` adds a per-request cost in Starlette (see
-    docs/perf.md)."""
+    docs/perf.md). Besides the histogram it gives each request its id (the caller's
+    ``X-Request-ID`` or a new one, echoed in the response) and writes its access log line."""
 
     def __init__(self, app: ASGIApp, *, metrics: RequestMetrics):
         self.app = app
@@ -135,11 +145,19 @@ class _MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        incoming = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.lower().encode())
+        request_id = (
+            clean_request_id(incoming.decode("latin-1") if incoming else None) or new_request_id()
+        )
+        token = set_request_id(request_id)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers") or [])
+                headers.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -150,6 +168,12 @@ class _MetricsMiddleware:
             self.metrics.histogram.labels(
                 self.metrics.service, scope["method"], template, str(status)
             ).observe(time.perf_counter() - start)
+            # Routes that authenticate put the tenant on request.state (scope["state"]).
+            tenant = (scope.get("state") or {}).get("tenant_id")
+            log_request(
+                method=scope["method"], route=template, status=status, started=start, tenant=tenant
+            )
+            reset_request_id(token)
 
 
 class BodySizeLimit:

@@ -17,6 +17,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import Job, JobStatus
+from shared.logging_setup import JOB_REQUEST_ID_KEY, request_id_var
 from shared.tasks import JOB_TYPES
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,18 @@ def new_job(
 
     ``tenant_id=None`` makes a system job (shared/bundled.py)."""
     jt = JOB_TYPES[job_type]
+    params = dict(params or {})
+    # The request that made the job, so the worker's log line for it carries the same id.
+    request_id = request_id_var.get()
+    if request_id and JOB_REQUEST_ID_KEY not in params:
+        params[JOB_REQUEST_ID_KEY] = request_id
     job = Job(
         id=str(uuid.uuid4()),
         tenant_id=tenant_id,
         type=jt.name,
         queue=jt.queue,
         status=JobStatus.queued,
-        params=params or {},
+        params=params,
         content_id=content_id,
         created_at=_now(),
     )

@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from services.gateway.api.deps import KeyCache
-from services.gateway.api.metrics import JobsCollector
+from services.gateway.api.metrics import JobsCollector, ModelVersionsCollector
 from services.gateway.api.routes import (
     content,
     generation,
@@ -29,12 +29,15 @@ from services.gateway.api.routes import (
     vocabulary,
     webhooks,
 )
+from services.gateway.api.routes.health import REQUIRED_MODELS
 from services.gateway.rate_limit import RateLimiter
 from services.gateway.recommender_client import RecommenderClient
 from services.gateway.similar import SimilarIndex
+from shared.bundled import GENERATORS
 from shared.config import GatewaySettings, WorkerSettings, gateway_settings
 from shared.db.session import get_sessionmaker
 from shared.http import BodySizeLimit, RequestMetrics, install_error_handlers
+from shared.logging_setup import configure_logging
 from shared.queue import create_celery
 from shared.request_limits import InputLimits
 from shared.storage import open_storage
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or gateway_settings()
+    configure_logging(settings.log_format, settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +95,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(JobsCollector(app))
+    app.state.metrics_registry.register(
+        ModelVersionsCollector(settings.models_dir, (*REQUIRED_MODELS, *GENERATORS))
+    )
     RequestMetrics(app.state.metrics_registry, "gateway").install(app)
     install_error_handlers(app)
     # Multipart envelope + text fields ride on top of the file's own limit.

@@ -15,6 +15,7 @@ from yarl import URL
 
 from shared import internal_auth
 from shared.http import ApiError
+from shared.logging_setup import REQUEST_ID_HEADER, request_id_var
 from shared.schemas.recommendations import TENANT_HEADER
 
 
@@ -48,7 +49,10 @@ class RecommenderClient:
         )
         url = URL(self.base_url + target, encoded=True)
         try:
-            async with self._client().get(url, headers={**headers, **signed}) as r:
+            # The request id ties the recommender's log line to the gateway's.
+            request_id = request_id_var.get()
+            traced = {REQUEST_ID_HEADER: request_id} if request_id else {}
+            async with self._client().get(url, headers={**headers, **signed, **traced}) as r:
                 return r.status, r.headers.get("content-type", ""), await r.read()
         except TimeoutError as exc:
             raise ApiError(504, "the recommender service did not answer in time") from exc

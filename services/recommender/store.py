@@ -39,6 +39,8 @@ class LoadedModel:
     trending: Popularity
     item_ids: list[str]
     item_index: dict[str, int]
+    # When the artefact was written (its meta.json's mtime): the model age metric's origin.
+    written_at: float = 0.0
 
     @classmethod
     def load(cls, directory: Path) -> LoadedModel:
@@ -61,6 +63,7 @@ class LoadedModel:
             trending=trending,
             item_ids=list(item_ids),
             item_index={cid: i for i, cid in enumerate(item_ids)},
+            written_at=(directory / "meta.json").stat().st_mtime,
         )
 
 
@@ -147,6 +150,13 @@ class ModelStore:
         self.check_interval_s = check_interval_s
         self._tenants: dict[str, TenantState] = {}
         self._lock = threading.Lock()
+
+    def model_ages(self) -> dict[str, float]:
+        """Seconds since each served tenant's model was written, by tenant id."""
+        now = time.time()
+        with self._lock:
+            states = list(self._tenants.items())
+        return {t: now - st.model.written_at for t, st in states if st.model is not None}
 
     def state(self, session: Session, tenant_id: str) -> TenantState:
         with self._lock:

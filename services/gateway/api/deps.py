@@ -126,6 +126,8 @@ async def get_principal(
         if principal is None:
             raise ApiError(401, "invalid or revoked API key", headers=challenge)
         cache.put(key_hash, principal)
+    # For the access log line, written by the middleware once the response is sent.
+    request.state.tenant_id = principal.tenant_id
     # Every authenticated route depends on this, so every one is rate limited.
     limiter: RateLimiter = request.app.state.rate_limiter
     refusal = await limiter.check(key_id=principal.key_id, tenant_id=principal.tenant_id)

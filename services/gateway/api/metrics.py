@@ -1,9 +1,11 @@
-"""Prometheus collectors read at scrape time: jobs by state (SQL) and queue depth (Redis)."""
+"""Prometheus collectors read at scrape time: jobs by state (SQL), queue depth (Redis) and the
+active model versions (models_dir)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
@@ -11,6 +13,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from shared.db.models import Job
+from shared.model_versions import active_version
 from shared.tasks import QUEUES
 
 log = logging.getLogger(__name__)
@@ -39,3 +42,24 @@ class JobsCollector(Collector):
         except Exception as exc:
             log.warning("metrics: cannot read queue depth: %s", exc)
         yield depth
+
+
+class ModelVersionsCollector(Collector):
+    """The active version of each serving model in models_dir, read at scrape time: after an
+    activation or rollback the next scrape shows it, with no state kept here."""
+
+    def __init__(self, models_dir: Path, names: tuple[str, ...]):
+        self.models_dir = models_dir
+        self.names = names
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily(
+            "atelier_model_version_info",
+            "Active version of each serving model (always 1)",
+            labels=["model", "version"],
+        )
+        for name in self.names:
+            version = active_version(self.models_dir, name)
+            if version:
+                info.add_metric([name, version], 1)
+        yield info

@@ -49,6 +49,8 @@ async def get_tenant(
     )
     if problem:
         raise ApiError(401, f"unauthenticated internal call: {problem}")
+    # For the access log line, written by the middleware once the response is sent.
+    request.state.tenant_id = tenant
     return tenant
 
 
