@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -46,6 +47,8 @@ from workers.training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from workers.training.rnn_eval import EVAL_STREAMS as EVAL_STREAMS  # re-exported
+from workers.training.rnn_eval import evaluate_bpc, evaluate_probs, ngram_view, per_tag
 from workers.training.rnn_export import export_onnx as export_onnx  # re-exported
 from workers.training.rnn_export import export_text_generator
 from workers.training.schedule import Schedule as Schedule  # re-exported
@@ -54,13 +57,10 @@ from workers.training.text_data import (
 )
 from workers.training.text_data import (
     VOCAB_SIZE,
-    Document,
     bytes_only,
     documents,
     encode,
     epoch_rows,
-    eval_layout,
-    scored,
     split_documents,
     stream_layout,
     tag_vocabulary,
@@ -70,9 +70,6 @@ from workers.training.text_data import split_texts as split_texts  # re-exported
 
 CHECKPOINT_FILE = "text_generator.ckpt"
 CHECKPOINT_FORMAT = 2
-EVAL_STREAMS = 16
-# Per-tag figures read each document alone; this many per tag keep that to seconds.
-MAX_TAG_EVAL_DOCS = 300
 
 
 def _noop_progress(_: dict[str, Any]) -> None:
@@ -121,91 +118,6 @@ class CharGRU(nn.Module):
     def forward(self, tokens: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out, hn = self.gru(self.embed(tokens), h0)
         return self.head(out), hn
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-def evaluate_probs(
-    model: CharGRU, stream: np.ndarray, cfg: RNNConfig, streams: int = EVAL_STREAMS
-) -> np.ndarray:
-    """P(true next token) at every byte position of 1 .. streams * per of ``stream`` (see
-    :func:`eval_layout`; control-code positions are skipped), the hidden state carried across
-    chunks (no cold start per chunk)."""
-    was_training = model.training
-    model.eval()
-    data = torch.from_numpy(stream.astype(np.int64))
-    streams, per = eval_layout(len(data), streams)
-    x_all = data[: per * streams].view(streams, per)
-    y_all = data[1 : per * streams + 1].view(streams, per)
-    h = torch.zeros(cfg.layers, streams, cfg.hidden)
-    logp = torch.empty(streams, per)
-    chunk = 256
-    for i in range(0, per, chunk):
-        logits, h = model(x_all[:, i : i + chunk], h)
-        y = y_all[:, i : i + chunk].clamp(max=VOCAB_SIZE - 1)
-        logp[:, i : i + chunk] = logits.log_softmax(-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    model.train(was_training)
-    # Row-major: stream r covers positions r * per + 1 .., so the flat order is the byte order.
-    flat = logp.numpy().astype(np.float64).reshape(-1)
-    probs: np.ndarray = np.exp(flat[_eval_positions(stream, streams, per) - 1])
-    return probs
-
-
-def _eval_positions(stream: np.ndarray, streams: int, per: int) -> np.ndarray:
-    positions = scored(stream)
-    return positions[positions <= streams * per]
-
-
-def _ngram_view(kn: KneserNey, stream: np.ndarray, streams: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n-gram's P(true byte) and longest-context count at the positions
-    :func:`evaluate_probs` scores (the n-gram reads the stream without control codes)."""
-    plain = bytes_only(stream)
-    byte_index = np.cumsum(stream < VOCAB_SIZE) - 1  # position in `plain` of each byte
-    n_streams, per = eval_layout(len(stream), streams)
-    at = byte_index[_eval_positions(stream, n_streams, per)]
-    return kn.probs(plain)[at], kn.context_counts(plain)[at]
-
-
-def evaluate_bpc(
-    model: CharGRU, stream: np.ndarray, cfg: RNNConfig, streams: int = EVAL_STREAMS
-) -> float:
-    """Bits per byte of :func:`evaluate_probs`."""
-    return bits(evaluate_probs(model, stream, cfg, streams))
-
-
-def _per_tag(
-    model: CharGRU,
-    cfg: RNNConfig,
-    val: Sequence[Document],
-    tag_ids: dict[str, int],
-    kn: KneserNey,
-    gate: MixtureGate,
-) -> dict[str, dict[str, Any]]:
-    """Validation bits of each tag's documents, each read from a fresh state as a sample is
-    generated: primed with the tag's control code, and with the separator (the same model,
-    unconditioned); RNN alone and mixed as served."""
-    out: dict[str, dict[str, Any]] = {}
-    for tag in tag_ids:
-        docs = [d for d in val if d.tag == tag][:MAX_TAG_EVAL_DOCS]
-        if not docs:
-            continue
-        row: dict[str, Any] = {"val_documents": len(docs)}
-        for key, ids in (("tagged", tag_ids), ("untagged", {})):
-            p_rnn, p_kn, counts = [], [], []
-            for doc in docs:
-                stream = encode([doc], ids)
-                p_rnn.append(evaluate_probs(model, stream, cfg, streams=1))
-                kn_probs, kn_counts = _ngram_view(kn, stream, streams=1)
-                p_kn.append(kn_probs)
-                counts.append(kn_counts)
-            rnn_all, kn_all, counts_all = map(np.concatenate, (p_rnn, p_kn, counts))
-            row[f"val_bpc_{key}"] = bits(rnn_all)
-            row[f"mixture_val_bpc_{key}"] = bits(gate.mix(rnn_all, kn_all, counts_all))
-        out[tag] = row
-    return out
 
 
 def _fingerprint(
@@ -299,7 +211,7 @@ def train_text_generator(
     # Counted on every start, resumed or not: seconds for ~1 MB, and the server needs the tables.
     ngram = KneserNey.fit(bytes_only(train), cfg.ngram_order)
     # Scored on exactly the positions evaluate_probs scores, so the three figures compare.
-    ngram_probs, context_counts = _ngram_view(ngram, val, EVAL_STREAMS)
+    ngram_probs, context_counts = ngram_view(ngram, val, EVAL_STREAMS)
     ngram_bpc = bits(ngram_probs)
     progress(
         {
@@ -382,7 +294,7 @@ def train_text_generator(
                         "steps": total_steps,
                         "fraction": schedule.fraction(step, running()),
                         "loss": loss_sum / loss_n,
-                        "train_bpc": loss_sum / loss_n / np.log(2),
+                        "train_bpc": loss_sum / loss_n / math.log(2),
                     }
                 )
                 loss_sum, loss_n = 0.0, 0
@@ -431,7 +343,7 @@ def train_text_generator(
         "ngram_pruned_singletons_of_orders": ngram.pruned,
         "bpc_unit": "bits per UTF-8 byte",
         "tags": tag_names,
-        "per_tag": _per_tag(model, cfg, val_docs, tag_ids, ngram, gate),
+        "per_tag": per_tag(model, cfg, val_docs, tag_ids, ngram, gate),
         "history": history,
         "train_time_s": round(elapsed, 1),
         "train_seconds_per_epoch": round(elapsed / max(len(history), 1), 1),
