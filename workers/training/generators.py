@@ -211,7 +211,7 @@ def train_image_generator_job(ctx: WorkerContext, session: Session, job: Job) ->
             labels=train_labels, label_names=tag_names, progress=progress,
             should_stop=should_stop, checkpoint_dir=_checkpoint_dir(ctx, job),
             features=tagger_features(tagger) if tagger else None,
-            embed_name=tagger.ref if tagger else None, threads=ctx.settings.ort_threads,
+            embed_name=tagger.ref if tagger else None, threads=_training_threads(ctx),
             extra={"tenant_id": job.tenant_id}, overwrite=True,
         )  # fmt: skip
     except TrainingCancelled as exc:
