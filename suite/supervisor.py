@@ -41,6 +41,8 @@ BUILD_POLL_S = 2.0
 # up REDIS_STABLE_S before dying starts the series again, so a crash loop cannot spin.
 REDIS_BACKOFF_MAX_S = 30.0
 REDIS_STABLE_S = 60.0
+# Seconds uvicorn gives in-flight requests after SIGTERM before it closes them.
+GRACEFUL_SHUTDOWN_S = 10
 
 
 def _say(msg: str) -> None:
@@ -232,7 +234,10 @@ class Supervisor:
 
     def _start_services(self, env: dict[str, str]) -> None:
         py = sys.executable
-        uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log"]
+        # In-flight requests get GRACEFUL_SHUTDOWN_S to finish after SIGTERM, inside stop()'s
+        # 15 s before SIGKILL; uvicorn otherwise waits for them without a bound.
+        uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log",
+              "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)]  # fmt: skip
         self.spawn(
             "gateway",
             [
@@ -320,9 +325,14 @@ class Supervisor:
             self.watcher = None
 
     def stop(self) -> None:
-        for _, proc in self.procs:
+        for name, proc in self.procs:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                # A Celery worker's main process alone: its warm shutdown lets the pool finish
+                # or checkpoint (workers/shutdown.py), which a SIGTERM to the pool would kill.
+                if name.startswith("worker:"):
+                    os.kill(proc.pid, signal.SIGTERM)
+                else:
+                    os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         for name, proc in self.procs:
             try:

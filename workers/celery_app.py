@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from shared.config import worker_settings
 from shared.queue import create_celery
+
+# Metrics: tasks run in the prefork pool's child processes, each with its own counters, and
+# children come and go (max-tasks-per-child, crashes); one HTTP server per child would need a
+# port each and lose a dead child's counts. prometheus_client's multiprocess mode has every
+# process write its values to files in one directory, which one server in the main process
+# sums (_serve_metrics). The directory must be known before prometheus_client is imported,
+# hence here, before the task modules load; a fresh one per start, so old counts never add up.
+if worker_settings().metrics_port and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="atelier-metrics-")
 
 app = create_celery(
     worker_settings(),
@@ -49,6 +66,42 @@ for _name in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
     logging.getLogger(_name).addFilter(RoutineToDebug())
 
 
+@after_setup_logger.connect
+def _log_format(**_: object) -> None:
+    # Celery installs its own root handlers; in json mode they get the JSON formatter.
+    from shared.logging_setup import use_format_on_existing_handlers
+
+    use_format_on_existing_handlers(worker_settings().log_format)
+
+
+@worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    port = worker_settings().metrics_port
+    if not port:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, registry=registry)
+
+
+@worker_ready.connect
+def _remember_pool(sender: Any, **_: object) -> None:
+    from workers import shutdown
+
+    shutdown.remember_pool(sender.pool)
+
+
+@worker_shutting_down.connect
+def _stop_training(how: str = "", **_: object) -> None:
+    # Warm only: a cold shutdown kills the children anyway (workers/shutdown.py).
+    if how == "Warm":
+        from workers import shutdown
+
+        shutdown.forward_to_children()
+
+
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
     # Each prefork child gets fresh DB connections and a model registry of its own; BLAS
@@ -65,4 +118,7 @@ def _init_process(**_: object) -> None:
     threadpool_limits(threads)
     get_engine.cache_clear()
     reset_context()
+    from workers import shutdown
+
+    shutdown.install_child_handler()
     logging.getLogger(__name__).debug("worker process %s ready", os.getpid())

@@ -8,6 +8,7 @@ a corrupt or missing model fails the job, never the worker process (Immich's ``I
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ import onnxruntime as ort
 from shared.inference.manifest import Manifest, read_manifest, verify_files
 from shared.inference.session import create_session
 from shared.inference.slots import InferenceSlots, SlottedSession
+from shared.metrics import INFERENCE_BATCH_SIZE, INFERENCE_DURATION
 from shared.model_versions import ModelError  # defined without onnxruntime, for the gateway
 
 
@@ -74,7 +76,21 @@ class InferenceModel(ABC):
     def _load(self) -> None: ...
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:
-        return self._predict(*args, **kwargs)
+        # Every model's calls pass here, so one place measures them all. Batch size: the first
+        # argument's length (a list or array of inputs), or its value when it is a count (the
+        # image generator), else 1 (one prompt).
+        first = args[0] if args else None
+        batch = 1
+        if isinstance(first, int):
+            batch = first
+        elif hasattr(first, "__len__") and not isinstance(first, str):
+            batch = len(first)
+        started = time.perf_counter()
+        try:
+            return self._predict(*args, **kwargs)
+        finally:
+            INFERENCE_DURATION.labels(self.kind).observe(time.perf_counter() - started)
+            INFERENCE_BATCH_SIZE.labels(self.kind).observe(batch)
 
     @abstractmethod
     def _predict(self, *args: Any, **kwargs: Any) -> Any: ...
