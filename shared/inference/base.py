@@ -79,7 +79,7 @@ class InferenceModel(ABC):
         # Every model's calls pass here, so one place measures them all. Batch size: the first
         # argument's length (a list or array of inputs), or its value when it is a count (the
         # image generator), else 1 (one prompt).
-        first = args[0] if args else None
+        first: Any = args[0] if args else None
         batch = 1
         if isinstance(first, int):
             batch = first
