@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gan_budgets:
         from bench.bench_gan_budget import main as gan_budget_main
 
-        gan_budget_main(["--budgets", args.gan_budgets])
+        gan_budget_main(["--budgets", *args.gan_budgets.split(","), "--threads", str(args.threads)])
     return 0
 
 

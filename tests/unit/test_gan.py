@@ -139,9 +139,9 @@ def test_augmentations_keep_shape_and_gradient() -> None:
 
 def test_learning_rate_decays_over_the_last_part() -> None:
     cfg = gan.GANConfig(decay_from=0.5)
-    assert gan._lr_scale(cfg, 0.2) == 1.0
-    assert gan._lr_scale(cfg, 0.75) == pytest.approx(0.5)
-    assert gan._lr_scale(cfg, 1.0) == 0.0
+    assert gan.lr_scale(cfg, 0.2) == 1.0
+    assert gan.lr_scale(cfg, 0.75) == pytest.approx(0.5)
+    assert gan.lr_scale(cfg, 1.0) == 0.0
 
 
 def test_precision_recall_and_concept_share() -> None:

@@ -20,14 +20,13 @@ import copy
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.nn import functional as F
 
 from shared.inference.manifest import Manifest
 from workers.training.checkpoints import (
@@ -51,7 +50,6 @@ from workers.training.gan_metrics import (
 )
 from workers.training.gan_models import (
     AUGMENTS,
-    LATENT,
     Discriminator,
     Generator,
     augment,
@@ -61,6 +59,7 @@ from workers.training.gan_models import (
     tensor_to_images,
     translate,
 )
+from workers.training.gan_recipe import GANConfig, d_loss, g_loss, lr_scale
 from workers.training.schedule import Schedule
 
 __all__ = [
@@ -79,34 +78,8 @@ __all__ = [
 
 CHECKPOINT_FILE = "image_generator.ckpt"
 CHECKPOINT_FORMAT = 2
-# bench/bench_generators.py times one step with the networks and these.
+# bench/bench_generator_speed.py times one step with the networks and these.
 _init_weights = init_weights
-
-
-@dataclass(frozen=True)
-class GANConfig:
-    latent: int = LATENT
-    ngf: int = 32
-    ndf: int = 32
-    batch_size: int = 16  # twice the updates of 32 per CPU second, and updates are what is short
-    lr_g: float = 1e-3  # 5x DCGAN's 2e-4: learns the icons' layout in hundreds of steps
-    lr_d: float = 1e-3
-    beta1: float = 0.5
-    beta2: float = 0.999
-    loss: str = "bce"  # "bce" (DCGAN, non-saturating) or "hinge"
-    spectral_norm: bool = False  # True: spectral norm instead of batch norm in D
-    augment: str = "color,translation,cutout"  # DiffAugment policy (see AUGMENTS)
-    translation: float = 0.125  # shift, as a fraction of the image size
-    cutout: float = 0.25  # side of the blanked square, as a fraction of the image size
-    decay_from: float = 0.5  # learning rates fall linearly to 0 from this fraction of the run
-    ema_decay: float = 0.99  # a few thousand steps: 0.999 would still hold the first hundreds
-    class_dim: int = 32  # conditional models: size of the class embedding concatenated to z
-    mean_bias: bool = False  # G adds a learned image, started at the data mean, before its tanh
-    val_fraction: float = 0.1
-    fid_samples: int = 500
-    eval_samples: int = 256  # per selection point; against as many training images
-    eval_at: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0)  # fractions of the run
-    seed: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,24 +107,6 @@ def _fingerprint(
         h.update(labels.numpy().tobytes())
     h.update(repr((asdict(cfg), steps, budget_s, CHECKPOINT_FORMAT)).encode())
     return h.hexdigest()
-
-
-def _d_loss(cfg: GANConfig, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    if cfg.loss == "hinge":
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    return F.softplus(-real).mean() + F.softplus(fake).mean()
-
-
-def _g_loss(cfg: GANConfig, fake: torch.Tensor) -> torch.Tensor:
-    if cfg.loss == "hinge":
-        return -fake.mean()
-    return F.softplus(-fake).mean()  # non-saturating
-
-
-def _lr_scale(cfg: GANConfig, fraction: float) -> float:
-    if fraction <= cfg.decay_from or cfg.decay_from >= 1:
-        return 1.0
-    return max(0.0, (1 - fraction) / (1 - cfg.decay_from))
 
 
 def _check(
@@ -334,7 +289,7 @@ def train_image_generator(
             raise TrainingCancelled(step, ckpt_path or Path())
         gen.train()
         disc.train()
-        scale = _lr_scale(cfg, schedule.fraction(step, running()))
+        scale = lr_scale(cfg, schedule.fraction(step, running()))
         for opt, lr in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = lr * scale
@@ -356,12 +311,12 @@ def train_image_generator(
 
         d_real = disc(aug(real), y_real)
         d_fake = disc(aug(fake.detach()), y_fake)
-        loss_d = _d_loss(cfg, d_real, d_fake)
+        loss_d = d_loss(cfg, d_real, d_fake)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
 
-        loss_g = _g_loss(cfg, disc(aug(fake), y_fake))
+        loss_g = g_loss(cfg, disc(aug(fake), y_fake))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
