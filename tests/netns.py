@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import random
 import shutil
@@ -59,6 +60,14 @@ def _free_subnet() -> ipaddress.IPv4Network:
     raise RuntimeError("no free 10.213.x.0/24 subnet")
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # gone already
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
 class Host:
     """A network namespace with one address on the bridge; its processes run by `ip netns exec`."""
 
@@ -99,15 +108,32 @@ class Host:
         return proc
 
     def pids(self) -> list[int]:
-        """Every process whose network namespace is this host's, whoever started it."""
-        out = _ip("netns", "pids", self.ns, check=False).stdout
-        return [int(p) for p in out.split()]
+        """Every live process whose network namespace is this host's, whoever started it.
 
-    def kill(self) -> None:
-        """The host dies: SIGKILL everything in it, without a chance to ack or clean up."""
+        Zombies are left out: they run nothing, and orphans wait on whatever reaps them here."""
+        out = _ip("netns", "pids", self.ns, check=False).stdout
+        return [int(p) for p in out.split() if not _zombie(int(p))]
+
+    def signal_all(self, sig: signal.Signals) -> None:
+        """Signal every process of the host (SIGSTOP freezes it: it commits nothing more)."""
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
+
+    def kill(self) -> None:
+        """The host dies: SIGKILL everything in it, without a chance to ack or clean up.
+
+        Returns once the namespace holds no live process (SIGKILL is not instant)."""
+        deadline = time.monotonic() + 20
+        while pids := self.pids():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for proc in self.procs:
+                proc.poll()  # reaps the ones this process started
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=20)
@@ -302,6 +328,8 @@ class Cluster:
         fwd = net.forward_tcp(free_port(ip), f"{pg.host}:{pg.port or 5432}", logs / "pg-fwd.log")
         self.db_url = make_url(self.local_db_url).set(host=ip, port=fwd).render_as_string(False)
 
+        # Moto logs every request through werkzeug: thousands of lines in a failure's report.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.moto = ThreadedMotoServer(ip_address=ip, port=0, verbose=False)
         self.moto.start()
         self._closers.append(self.moto)
@@ -361,6 +389,15 @@ class Cluster:
         )
         env.update(self.extra_env)
         return env
+
+    def start_worker(self, host: Host, processes: int, timeout: float = 120) -> None:
+        """Start a tagging worker of ``processes`` processes on ``host``, and wait until ready."""
+        self._start_worker(host, processes)
+        deadline = time.monotonic() + timeout
+        while b" ready." not in self.worker_log(host).read_bytes():
+            if time.monotonic() > deadline or any(p.poll() is not None for p in host.procs):
+                raise RuntimeError(f"worker on {host.ns} did not start:\n{self.logs_tail()}")
+            time.sleep(0.2)
 
     def _start_worker(self, host: Host, processes: int) -> None:
         host.popen(
