@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workers.generation.image import ImageGenerator
 from workers.training.build.image_generator import NAME, VERSION, load_openmoji_tagged
-from workers.training.gan import GANConfig, heldout_split
+from workers.training.gan_recipe import GANConfig, heldout_split
 
 SCALE = 2
 CELL = 64 * SCALE

@@ -59,7 +59,7 @@ from workers.training.gan_models import (
     tensor_to_images,
     translate,
 )
-from workers.training.gan_recipe import GANConfig, d_loss, g_loss, lr_scale
+from workers.training.gan_recipe import GANConfig, d_loss, g_loss, heldout_split, lr_scale
 from workers.training.schedule import Schedule
 
 __all__ = [
@@ -84,14 +84,6 @@ _init_weights = init_weights
 
 # ---------------------------------------------------------------------------------------------
 # training
-
-
-def heldout_split(n: int, cfg: GANConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the held-out and the training images. It depends only on the image count and
-    seed, so recipes (and ``bench/gan_grid.py``) see the same held-out images."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
-    n_val = min(n - 2, max(2, round(n * cfg.val_fraction)))
-    return order[:n_val], order[n_val:]
 
 
 def _fingerprint(

@@ -53,3 +53,11 @@ def lr_scale(cfg: GANConfig, fraction: float) -> float:
     if fraction <= cfg.decay_from or cfg.decay_from >= 1:
         return 1.0
     return max(0.0, (1 - fraction) / (1 - cfg.decay_from))
+
+
+def heldout_split(n: int, cfg: GANConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the held-out and the training images. It depends only on the image count and
+    seed, so recipes (and ``bench/gan_grid.py``) see the same held-out images."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = min(n - 2, max(2, round(n * cfg.val_fraction)))
+    return order[:n_val], order[n_val:]
