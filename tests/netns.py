@@ -39,6 +39,8 @@ def unavailable_reason() -> str | None:
         return "network namespaces need root"
     if shutil.which("ip") is None:
         return "`ip` (iproute2) is not installed"
+    if shutil.which("socat") is None:
+        return "socat is not installed (it forwards PostgreSQL to the services host's address)"
     probe = f"atl-probe-{uuid.uuid4().hex[:6]}"
     try:
         made = _ip("netns", "add", probe, check=False)
