@@ -18,7 +18,7 @@ from workers.training.build.image_generator import (  # noqa: E402
     load_openmoji_tagged,
     openmoji_tag,
 )
-from workers.training.generators import choose_image_tags  # noqa: E402
+from workers.training.generators import choose_tags  # noqa: E402
 
 TINY = gan.GANConfig(ngf=8, ndf=8, batch_size=8, fid_samples=16, eval_samples=8)
 
@@ -162,13 +162,13 @@ def test_precision_recall_and_concept_share() -> None:
     assert gan_metrics.concept_overlap(["a", "b"], ["b", "a"]) == 1.0
 
 
-def test_choose_image_tags() -> None:
+def test_choose_tags() -> None:
     tags = [{"animal", "cat"}] * 20 + [{"animal", "dog"}] * 20 + [{"animal"}] * 5 + [{"car"}] * 3
-    labels, names = choose_image_tags(tags, min_images=16)
+    labels, names = choose_tags(tags, min_items=16)
     # "animal" qualifies, but every image with it has a rarer tag but five, so it drops out.
     assert names == ["cat", "dog"]
     assert labels == [0] * 20 + [1] * 20 + [None] * 8
-    assert choose_image_tags([{"a"}] * 20, min_images=16) == (None, None)
+    assert choose_tags([{"a"}] * 20, min_items=16) == (None, None)
 
 
 def test_openmoji_tags() -> None:

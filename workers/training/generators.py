@@ -104,7 +104,7 @@ def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> 
     """Params: ``budget_s`` and/or ``epochs`` (a cap; :data:`DEFAULT_TEXT_BUDGET_S` seconds
     when neither is given), ``filter``, ``corpus`` (extra untagged text, documents split at
     blank lines), ``conditional`` (false: no control codes; otherwise every tag on enough
-    documents gets one, see :func:`choose_image_tags`), ``hidden``, ``layers``."""
+    documents gets one, see :func:`choose_tags`), ``hidden``, ``layers``."""
     from workers.training.checkpoints import TrainingCancelled
     from workers.training.rnn import RNNConfig, train_text_generator
     from workers.training.text_data import MIN_TAG_DOCS
@@ -120,8 +120,8 @@ def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> 
     if p.get("conditional") is not False:
         labels, names = None, None
         if items:
-            labels, names = choose_image_tags(
-                _text_tags(session, job, items, p.get("condition_tags")), min_images=MIN_TAG_DOCS
+            labels, names = choose_tags(
+                _text_tags(session, job, items, p.get("condition_tags")), min_items=MIN_TAG_DOCS
             )
         if labels is not None and names is not None:
             tags = [None if y is None else names[y] for y in labels]
@@ -166,7 +166,7 @@ def train_text_generator_job(ctx: WorkerContext, session: Session, job: Job) -> 
 def train_image_generator_job(ctx: WorkerContext, session: Session, job: Job) -> dict[str, Any]:
     """Params: ``budget_s`` and/or ``steps`` (a cap; :data:`DEFAULT_IMAGE_BUDGET_S` seconds when
     neither is given), ``filter``, ``conditional`` (true: train on tags, false: never; absent:
-    on tags when at least two qualify, see :func:`choose_image_tags`)."""
+    on tags when at least two qualify, see :func:`choose_tags`)."""
     from shared.imaging import open_image
     from workers.training.gan import TrainingCancelled, train_image_generator
     from workers.training.gan_metrics import tagger_features
@@ -184,7 +184,7 @@ def train_image_generator_job(ctx: WorkerContext, session: Session, job: Job) ->
         raise JobFailed(f"found {len(images)} images to train on; at least {MIN_IMAGES} are needed")
     labels, tag_names = None, None
     if p.get("conditional") is not False:
-        labels, tag_names = choose_image_tags(_image_tags(session, job, items))
+        labels, tag_names = choose_tags(_item_tags(session, job, items))
         if labels is None and p.get("conditional"):
             raise JobFailed(
                 f"conditional training needs at least 2 tags on {MIN_TAG_IMAGES} or more of the "
@@ -226,14 +226,18 @@ def train_image_generator_job(ctx: WorkerContext, session: Session, job: Job) ->
     }
 
 
-def _image_tags(session: Session, job: Job, items: list[ContentItem]) -> list[set[str]]:
-    """The names of each item's tags that were not rejected."""
+def _item_tags(
+    session: Session,
+    job: Job,
+    items: list[ContentItem],
+    origins: tuple[TagOrigin, ...] | None = None,
+) -> list[set[str]]:
+    """The names of each item's tags: of the given origins, or every one not rejected."""
     by_item: dict[str, set[str]] = {item.id: set() for item in items}
+    origin_rule = Tag.origin.in_(origins) if origins else Tag.origin != TagOrigin.rejected
     rows = session.execute(
         select(Tag.content_id, Tag.name).where(
-            Tag.tenant_id == job.tenant_id,
-            Tag.content_id.in_(list(by_item)),
-            Tag.origin != TagOrigin.rejected,
+            Tag.tenant_id == job.tenant_id, Tag.content_id.in_(list(by_item)), origin_rule
         )
     )
     for content_id, tag in rows:
@@ -247,44 +251,33 @@ def _text_tags(
     """Each item's tags that may become control codes: the named ones, or else those a person
     set or accepted. Automatic tags are left out by default: keyphrases such as a character's
     name would otherwise outbid the sections a CMS means (the rarest qualifying tag wins)."""
-    wanted = {str(n).strip().lower() for n in names} if names else None
-    tags = _image_tags(session, job, items)
-    if wanted is not None:
-        return [t & wanted for t in tags]
-    human = set(
-        session.execute(
-            select(Tag.content_id, Tag.name).where(
-                Tag.tenant_id == job.tenant_id,
-                Tag.content_id.in_([item.id for item in items]),
-                Tag.origin.in_(HUMAN_ORIGINS),
-            )
-        ).all()
-    )
-    return [{t for t in ts if (item.id, t) in human} for item, ts in zip(items, tags, strict=True)]
+    if not names:
+        return _item_tags(session, job, items, HUMAN_ORIGINS)
+    wanted = {str(n).strip().lower() for n in names}
+    return [t & wanted for t in _item_tags(session, job, items)]
 
 
-def choose_image_tags(
-    tags: list[set[str]], *, min_images: int = MIN_TAG_IMAGES, max_tags: int = MAX_GAN_TAGS
+def choose_tags(
+    tags: list[set[str]], *, min_items: int = MIN_TAG_IMAGES, max_tags: int = MAX_GAN_TAGS
 ) -> tuple[list[int | None] | None, list[str] | None]:
-    """Label per image for a conditional GAN, or (None, None) when fewer than two tags qualify.
+    """Label per item (an image of a conditional GAN, a document of the text generator), or
+    (None, None) when fewer than two tags qualify.
 
-    A tag qualifies with ``min_images`` images (the ``max_tags`` most frequent, ties by name).
-    An image with several qualifying tags gets the rarest (ties by name), so broad tags such as
+    A tag qualifies with ``min_items`` items (the ``max_tags`` most frequent, ties by name).
+    An item with several qualifying tags gets the rarest (ties by name), so broad tags such as
     "animal" do not swallow the specific ones; one with none gets None and sits out.
     """
     counts: dict[str, int] = {}
     for names in tags:
         for t in names:
             counts[t] = counts.get(t, 0) + 1
-    ranked = sorted(
-        (t for t, c in counts.items() if c >= min_images), key=lambda t: (-counts[t], t)
-    )
+    ranked = sorted((t for t, c in counts.items() if c >= min_items), key=lambda t: (-counts[t], t))
     chosen = sorted(ranked[:max_tags])
     while True:
         picks = [min((t for t in names if t in chosen), key=lambda t: (counts[t], t), default=None)
                  for names in tags]  # fmt: skip
         # A broad tag can lose most of its images to rarer ones; below the minimum it goes.
-        kept = [t for t in chosen if picks.count(t) >= min_images]
+        kept = [t for t in chosen if picks.count(t) >= min_items]
         if kept == chosen:
             break
         chosen = kept
