@@ -52,6 +52,28 @@ def get_job(session: Session, *, tenant_id: str, job_id: str, system: bool = Fal
     return job
 
 
+def list_jobs(
+    session: Session,
+    *,
+    tenant_id: str,
+    limit: int,
+    status: str | None = None,
+    job_type: str | None = None,
+) -> list[Job]:
+    """The tenant's newest jobs first (system jobs are read by id only)."""
+    stmt = (
+        select(Job)
+        .where(Job.tenant_id == tenant_id)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+    )
+    if status:
+        stmt = stmt.where(Job.status == status)
+    if job_type:
+        stmt = stmt.where(Job.type == job_type)
+    return list(session.scalars(stmt).all())
+
+
 def content_public(
     item: ContentItem,
     *,

@@ -20,3 +20,7 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]

@@ -173,3 +173,18 @@ class RecommendationList(BaseModel):
     item_id: str | None = None
     model_version: str | None
     items: list[RecommendedItem]
+
+
+class HistoryEvent(BaseModel):
+    item_id: str
+    external_id: str | None
+    title: str | None
+    kind: str
+    event_type: str
+    value: float | None
+    occurred_at: datetime
+
+
+class UserHistory(BaseModel):
+    user_id: str
+    events: list[HistoryEvent] = Field(description="newest first")

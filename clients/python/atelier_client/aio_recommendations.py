@@ -17,6 +17,7 @@ from atelier_client.types import (
     ModelVersion,
     Recommendations,
     RecommenderConfig,
+    UserHistory,
 )
 
 
@@ -87,6 +88,12 @@ class RecommenderAPI(_Area):
     @route("POST", "/v1/recommender/models/{version}:activate")
     async def activate(self, version: str) -> ModelVersion:
         call = Call("POST", f"/v1/recommender/models/{seg(version)}:activate")
+        return await self._send(call)
+
+    @route("GET", "/v1/users/{user_id}/interactions")
+    async def history(self, user_id: str, *, limit: int = 50) -> UserHistory:
+        """The user's latest events, newest first, with the items they were on."""
+        call = Call("GET", f"/v1/users/{seg(user_id)}/interactions", params={"limit": limit})
         return await self._send(call)
 
     @route("GET", "/v1/users/{user_id}/recommendations")

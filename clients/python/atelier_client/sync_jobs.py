@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from atelier_client._http import Call, route, seg
+from atelier_client._http import Call, drop_none, route, seg
 from atelier_client.errors import JobFailed, WaitTimeout
 from atelier_client.types import Job, Webhook, WebhookCreated, job_fields
 
@@ -29,6 +29,15 @@ class _Area:
 class JobsAPI(_Area):
     def _job(self, body: dict[str, Any]) -> Job:
         return Job(**job_fields(body), _api=self)
+
+    @route("GET", "/v1/jobs")
+    def recent(
+        self, *, limit: int = 50, status: str | None = None, type: str | None = None
+    ) -> list[Job]:
+        """Your newest jobs first, optionally of one status (queued, running, ...) or type."""
+        params = drop_none(limit=limit, status=status, type=type)
+        body = self._send(Call("GET", "/v1/jobs", params=params))
+        return [self._job(j) for j in body["items"]]
 
     @route("GET", "/v1/jobs/{job_id}")
     def get(self, job_id: str) -> Job:

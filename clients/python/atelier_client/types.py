@@ -153,6 +153,21 @@ class Recommendations(TypedDict, total=False):
     items: list[RecommendedItem]
 
 
+class HistoryEvent(TypedDict):
+    item_id: str
+    external_id: str | None
+    title: str | None
+    kind: str
+    event_type: str
+    value: float | None
+    occurred_at: str
+
+
+class UserHistory(TypedDict):
+    user_id: str
+    events: list[HistoryEvent]  # newest first
+
+
 class Generation(TypedDict):
     job_id: str
     status: str

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from services.gateway import crud
 from services.gateway.api.deps import ReaderDep, SessionDep, WriterDep
-from shared.db.models import Job
+from shared.db.models import Job, JobStatus
 from shared.http import ApiError
 from shared.jobs import FINAL_STATES
-from shared.schemas.jobs import JobPublic
+from shared.schemas.jobs import JobList, JobPublic
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -35,3 +37,22 @@ def read_job(job_id: str, principal: ReaderDep, session: SessionDep) -> JobPubli
     """A job of yours, or a system job (a bundled model's build: readable by every key)."""
     job = crud.get_job(session, tenant_id=principal.tenant_id, job_id=job_id, system=True)
     return job_public(job)
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(
+    principal: ReaderDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    status: JobStatus | None = None,
+    type: Annotated[str | None, Query(max_length=64, description="a job type")] = None,
+) -> JobList:
+    """Your newest jobs first, optionally of one status or type."""
+    jobs = crud.list_jobs(
+        session,
+        tenant_id=principal.tenant_id,
+        limit=limit,
+        status=status.value if status else None,
+        job_type=type,
+    )
+    return JobList(items=[job_public(j) for j in jobs])

@@ -8,10 +8,10 @@ header, which is why it listens on loopback (or a private network) only.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -19,6 +19,7 @@ from services.gateway import model_versions
 from services.gateway.api.deps import CeleryDep, ReaderDep, SessionDep, SettingsDep, WriterDep
 from services.gateway.interactions import ingest
 from services.gateway.recommender_client import RecommenderClient
+from services.gateway.user_history import user_history
 from shared.http import ApiError
 from shared.jobs import new_job, publish
 from shared.recommender_config import get_config, put_config
@@ -30,6 +31,7 @@ from shared.schemas.recommendations import (
     RecommenderConfigIn,
     RecommenderConfigPublic,
     TrainRequest,
+    UserHistory,
 )
 from shared.tasks import TRAIN_RECOMMENDER
 
@@ -191,3 +193,14 @@ async def user_recommendations(user_id: str, request: Request, principal: Reader
 async def similar_items(item_id: str, request: Request, principal: ReaderDep) -> Response:
     path = f"/internal/v1/items/{quote(item_id, safe='')}/similar"
     return await _forward(request, principal.tenant_id, path)
+
+
+@router.get("/users/{user_id}/interactions", response_model=UserHistory)
+def read_user_history(
+    user_id: str,
+    principal: ReaderDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> UserHistory:
+    """The user's latest interaction events, newest first, with the items they were on."""
+    return user_history(session, tenant_id=principal.tenant_id, user_id=user_id, limit=limit)
