@@ -80,11 +80,9 @@ def activate_tenant_version(
             .select_from(ModelVersion)
             .where(ModelVersion.name == name, ModelVersion.tenant_id == tenant_id)
         )
-        if (
-            not owned
-            and not name.startswith(TAGGER_MODEL_PREFIX)
-            and list_versions(models_dir, name)
-        ):
+        # Only a bundled model's name gets the 403: another tenant's model (a tagger,
+        # `<base>__<tenant id>`) answers 404, as if it did not exist.
+        if not owned and name in bundled_model_names(models_dir):
             raise Forbidden(
                 f"{name} is a bundled model shared by every tenant; only an operator can "
                 "switch its version",
