@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -239,6 +239,42 @@ def evaluate_scores(score: ScoreFn, holdout: Holdout, *, k: int = K, fit_s: floa
 
 def evaluate(model: Recommender, holdout: Holdout, *, k: int = K, fit_s: float = 0.0) -> Metrics:
     return evaluate_scores(model.score_users, holdout, k=k, fit_s=fit_s)
+
+
+# The cut-offs of the curves a model version records (NDCG and recall against k).
+CURVE_KS = (1, 2, 5, 10, 20, 50)
+
+
+def ranking_curve(
+    model: Recommender, holdout: Holdout, ks: Sequence[int] = CURVE_KS
+) -> dict[str, list[float]]:
+    """Mean NDCG@k and recall@k (hits / min(relevant, k), as ``evaluate``) for each k, from one
+    top-max(k) ranking per user: the points of the evaluation plots."""
+    users = holdout.users
+    k_max = max(ks)
+    sums = np.zeros((2, len(ks)))
+    if len(users) == 0:
+        return {"k": list(ks), "ndcg": [0.0] * len(ks), "recall": [0.0] * len(ks)}
+    discounts = 1.0 / np.log2(np.arange(2, k_max + 2))
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])
+    block = max(1, min(1024, MAX_BLOCK_CELLS // max(holdout.n_items, 1)))
+    for start in range(0, len(users), block):
+        batch = users[start : start + block]
+        rows = holdout.X_train[batch]
+        target_rows = holdout.targets[batch]
+        targets = target_rows.toarray()
+        relevant = np.diff(target_rows.indptr)
+        idx, vals = top_k(model.score_users(rows), k_max, exclude=rows + holdout.excluded[batch])
+        hit = (np.take_along_axis(targets, idx, axis=1) > 0) & np.isfinite(vals)
+        gains = np.cumsum(hit * discounts[: idx.shape[1]], axis=1)
+        found = np.cumsum(hit, axis=1)
+        for j, k in enumerate(ks):
+            col = min(k, idx.shape[1]) - 1
+            n_rel = np.minimum(relevant, k)
+            sums[0, j] += (gains[:, col] / ideal[n_rel]).sum()
+            sums[1, j] += (found[:, col] / n_rel).sum()
+    means = sums / len(users)
+    return {"k": list(ks), "ndcg": means[0].tolist(), "recall": means[1].tolist()}
 
 
 def paired_difference_ci(

@@ -32,6 +32,7 @@ from ranking.evaluate import (
     make_holdout,
     paired_difference_ci,
     per_user_split,
+    ranking_curve,
 )
 from ranking.grids import (
     DEFAULT_CANDIDATES,
@@ -85,6 +86,8 @@ class Selection:
     refit_s: float = 0.0
     tuning_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # NDCG and recall against k on validation, of the pick and of popularity (the baseline).
+    curves: dict[str, Any] = field(default_factory=dict)
 
     @property
     def chosen(self) -> CandidateReport | None:
@@ -115,6 +118,7 @@ class Selection:
             "tuning_s": round(self.tuning_s, 2),
             "refit_s": round(self.refit_s, 2),
             "notes": self.notes,
+            "curves": self.curves,
         }
 
 
@@ -177,6 +181,12 @@ def train_and_select(
         tuning_s = time.monotonic() - start
 
         best = _pick(reports)
+        baseline = Popularity().fit(val.X_train)
+        curves = {
+            "protocol": "the validation holdout above",
+            "selected": {"name": best.name, **ranking_curve(fitted[best.name], val)},
+            "popularity": ranking_curve(baseline, val),
+        }
         notes = []
         if n_val < FEW_VALIDATION_USERS:
             notes.append(
@@ -186,7 +196,9 @@ def train_and_select(
         t0 = time.perf_counter()
         model = fitted[best.name].clone().fit(matrix.X)
         refit_s = time.perf_counter() - t0
-    return Selection(model, fallback, matrix, best.name, reports, n_val, refit_s, tuning_s, notes)
+    return Selection(
+        model, fallback, matrix, best.name, reports, n_val, refit_s, tuning_s, notes, curves
+    )
 
 
 def _search(

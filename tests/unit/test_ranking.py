@@ -480,3 +480,15 @@ def test_blend_scaling_ranks_like_per_user_z_scores() -> None:
     reference = 0.6 * z(a) + 0.4 * z(filled)
     ours = 0.6 * scaled(a) + 0.4 * scaled(b)
     np.testing.assert_array_equal(np.argsort(-ours, axis=1), np.argsort(-reference, axis=1))
+
+
+def test_recorded_curves_agree_with_the_selection_at_k_10() -> None:
+    inter = _shaped(bursty(400, 200, 8000, seed=5))
+    selection = train_and_select(inter, candidates=["itemknn"], budget_s=5.0, blend=False)
+    curves = selection.metrics()["curves"]
+    by_name = {c.name: c.validation for c in selection.candidates}
+    at_10 = curves["selected"]["k"].index(10)
+    for name, curve in ((selection.best, curves["selected"]), ("popularity", curves["popularity"])):
+        assert curve["ndcg"][at_10] == pytest.approx(by_name[name].ndcg)
+        assert curve["recall"][at_10] == pytest.approx(by_name[name].recall)
+    assert curves["selected"]["ndcg"][at_10] > curves["popularity"]["ndcg"][at_10]
