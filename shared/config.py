@@ -229,6 +229,13 @@ class WorkerSettings(CommonSettings):
     # A training worker runs one job at a time, so it may use them all.
     training_threads: int = Field(default=0, ge=0)
     sweep_interval_s: float = 30.0
+    lost_worker_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds past a queue's hard time limit after which the sweeper takes a "
+        "running job that has reported nothing as lost with its worker (killed, out of memory, "
+        "its host gone) and queues it again.",
+    )
     # A job still queued this long after it was published is published again by the sweeper.
     requeue_after_s: float = 900.0
     metrics_port: int = Field(

@@ -14,9 +14,11 @@ from workers.context import get_context
 def sweep_jobs() -> dict[str, int]:
     ctx = get_context()
     s = ctx.settings
+    # Past its hard time limit a job's task is dead for sure (Celery kills it there).
+    lost = timedelta(seconds=s.task_time_limit_s + s.lost_worker_grace_s)
     stale = {
-        QUEUE_TAGGING: timedelta(seconds=s.task_time_limit_s + 60),
-        QUEUE_GENERATION: timedelta(seconds=s.task_time_limit_s + 60),
+        QUEUE_TAGGING: lost,
+        QUEUE_GENERATION: lost,
         # Training jobs report progress at least every few minutes.
         QUEUE_TRAINING: timedelta(minutes=15),
     }
