@@ -46,6 +46,7 @@ from bench.load.accounting import (
     table,
     wait_drained,
 )
+from bench.load.mix import describe
 from bench.machine import cpu_model
 from shared.auth import create_api_key, create_tenant
 from shared.config import CommonSettings
@@ -112,8 +113,8 @@ class Report:
         return "\n".join(
             [
                 f"{self.backend}, {c.rate:g} req/s target over {self.load_s:.0f} s, "
-                f"{c.n_users} locust users, mix (weights of 20): image uploads 4, text uploads 2, "
-                "interaction batches (20 events) 5, recommendations 4, item reads 3, lists 2",
+                f"{c.n_users} locust users",
+                describe(),
                 table(self.stats, self.load_s),
                 summary(self.accounting, self.batches),
                 f"drained in {self.drain_s:.1f} s after the load ({self.jobs_left} jobs left); "

@@ -32,6 +32,9 @@ import numpy as np
 from locust import HttpUser, constant_throughput, events, task
 from PIL import Image, ImageEnhance
 
+# bench_load runs locust from the repository root, which `python -m` puts on sys.path.
+from bench.load.mix import EVENTS_PER_BATCH, MIX
+
 KEY = os.environ.get("ATELIER_LOAD_KEY", "")
 RATE = float(os.environ.get("ATELIER_LOAD_RATE", "5"))
 USERS = int(os.environ.get("ATELIER_LOAD_USERS", "10"))
@@ -39,10 +42,6 @@ LEDGER = os.environ.get("ATELIER_LOAD_LEDGER", "load-ledger.jsonl")
 SEED = int(os.environ.get("ATELIER_LOAD_SEED", "0"))
 CATALOGUE = int(os.environ.get("ATELIER_LOAD_CATALOGUE", "300"))
 
-# Weights of the tasks (out of 20); bench_load prints them with the figures.
-MIX = {"upload image": 4, "upload text": 2, "interactions": 5, "recommendations": 4,
-       "read item": 3, "list items": 2}  # fmt: skip
-EVENTS_PER_BATCH = 20
 # Attempts of one write (the same body each time) while the answer is 5xx, 429 or none at all.
 ATTEMPTS = 3
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
