@@ -30,6 +30,7 @@ from services.gateway.api.routes import (
     webhooks,
 )
 from services.gateway.api.routes.health import REQUIRED_MODELS
+from services.gateway.console import install_console
 from services.gateway.rate_limit import RateLimiter
 from services.gateway.recommender_client import RecommenderClient
 from services.gateway.similar import SimilarIndex
@@ -119,6 +120,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(generation.router)
     app.include_router(webhooks.router)
+    install_console(app)
     return app
 
 
