@@ -11,7 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.inference.manifest import MANIFEST_NAME, Manifest, list_versions, read_manifest
+from shared.inference.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    list_versions,
+    read_manifest,
+    verify_files,
+)
 
 __all__ = [
     "ACTIVE_FILE",
@@ -22,12 +28,15 @@ __all__ = [
     "active_version",
     "list_versions",
     "next_version",
+    "older_versions",
     "read_manifest",
     "recommender_model_name",
     "resolve_model",
+    "serving_version",
     "set_active_version",
     "tagger_model_name",
     "tenant_model_name",
+    "version_problem",
 ]
 
 ACTIVE_FILE = "ACTIVE"
@@ -47,6 +56,53 @@ def active_version(models_dir: Path, name: str) -> str | None:
         return version
     versions = list_versions(models_dir, name)
     return versions[-1].version if versions else None
+
+
+def older_versions(models_dir: Path, name: str, version: str) -> list[str]:
+    """Published versions older than ``version``, newest first: where a serving process falls
+    back when ``version`` cannot be loaded (the registry, and /readyz saying what serves)."""
+    return [m.version for m in reversed(list_versions(models_dir, name)) if m.version < version]
+
+
+# (dir, (file, size, mtime) ...) -> what was wrong, so a probe hashes a model only when it changed.
+_checked: dict[tuple[object, ...], str | None] = {}
+
+
+def version_problem(models_dir: Path, name: str, version: str) -> str | None:
+    """Why this version cannot be served (no manifest, a missing or corrupt file), or None."""
+    model_dir = models_dir / name / version
+    try:
+        manifest = read_manifest(model_dir)
+        stamp: tuple[object, ...] = (str(model_dir),)
+        for fname in sorted(manifest.files):
+            st = (model_dir / fname).stat()
+            stamp += (fname, st.st_size, st.st_mtime_ns)
+    except (OSError, ValueError) as exc:
+        return f"{name}/{version}: {exc}"
+    if stamp not in _checked:
+        if len(_checked) > 256:
+            _checked.clear()
+        try:
+            verify_files(model_dir, manifest)
+            _checked[stamp] = None
+        except (OSError, ValueError) as exc:
+            _checked[stamp] = str(exc)
+    return _checked[stamp]
+
+
+def serving_version(models_dir: Path, name: str) -> tuple[str | None, list[str]]:
+    """The version a serving process ends up with: the active one if its files are whole, else
+    the newest older one that is (``older_versions``); and what is wrong with those skipped."""
+    active = active_version(models_dir, name)
+    if active is None:
+        return None, []
+    problems = []
+    for version in (active, *older_versions(models_dir, name, active)):
+        problem = version_problem(models_dir, name, version)
+        if problem is None:
+            return version, problems
+        problems.append(problem)
+    return None, problems
 
 
 def set_active_version(models_dir: Path, name: str, version: str) -> None:

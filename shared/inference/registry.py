@@ -21,7 +21,7 @@ from shared.inference.slots import InferenceSlots
 
 # The version pointer and naming are pure Python (the gateway uses them without onnxruntime), so
 # they live in shared.model_versions and every caller imports them from there.
-from shared.model_versions import ModelError, active_version
+from shared.model_versions import ModelError, active_version, older_versions
 from shared.storage.base import StorageError
 
 if TYPE_CHECKING:
@@ -72,16 +72,37 @@ class ModelRegistry:
             if cached is not None and cached[0] == wanted:
                 return cached[1]  # type: ignore[return-value]
             try:
-                model_dir = self.models_dir / name / wanted
-                if self.remote is not None:
-                    model_dir = self.remote.fetch(self.models_dir, name, wanted)
-                model = cls(model_dir, threads=self.threads, slots=self.slots)
-            except ModelError:
+                model = self._load(name, wanted, cls)
+            except ModelError as exc:
                 # A corrupt copy must not stay cached; the next call tries again from disk.
                 self._cache.pop(name, None)
-                raise
+                if version is not None:
+                    raise  # that version was asked for: no other will do
+                model = self._fall_back(name, wanted, cls, exc)
+            # A fallback is cached as what `wanted` serves, so it is not retried on every call;
+            # activating another version (or a restart) tries again.
             self._cache[name if version is None else f"{name}@{version}"] = (wanted, model)
             return model
+
+    def _load(self, name: str, version: str, cls: type[M]) -> M:
+        model_dir = self.models_dir / name / version
+        if self.remote is not None:
+            model_dir = self.remote.fetch(self.models_dir, name, version)
+        return cls(model_dir, threads=self.threads, slots=self.slots)
+
+    def _fall_back(self, name: str, broken: str, cls: type[M], error: ModelError) -> M:
+        """The newest older version that loads, when the active one does not (a corrupt file)."""
+        reasons = [str(error)]
+        for older in older_versions(self.models_dir, name, broken):
+            try:
+                model = self._load(name, older, cls)
+            except ModelError as exc:
+                reasons.append(str(exc))
+                continue
+            log.error("%s; serving %s %s instead until a good version is active", error, name,
+                      older)  # fmt: skip
+            return model
+        raise ModelError("; ".join(reasons) + f"; no older version of {name} loads") from error
 
     def _active_version(self, name: str) -> str | None:
         if self.remote is None:

@@ -8,6 +8,7 @@ database is the session's PostgreSQL one. docs/reliability.md says what happens 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -25,6 +26,13 @@ from sqlalchemy import Connection, create_engine, func, select, text
 from services.gateway.main import create_app
 from shared.db.models import Asset, ContentItem, Job, JobStatus, Tag
 from shared.db.session import session_scope
+from shared.inference.manifest import (
+    MANIFEST_NAME,
+    publish_model_dir,
+    read_manifest,
+    write_manifest,
+)
+from shared.model_versions import set_active_version
 from tests.conftest import Stack, WorkerProcess
 from tests.helpers import auth, jpeg_bytes
 from tests.integration.test_redis_faults import private_models, start_beat, stop_proc
@@ -174,3 +182,80 @@ def test_worker_killed_mid_tagging_the_item_is_tagged_once_by_the_next(
         assert sorted(roles) == sorted(set(roles)) and {"original", "thumbnail"} <= set(roles)
         n = s.scalar(select(func.count()).select_from(Job).where(Job.content_id == item_id))
         assert n == 1
+
+
+GOOD = "effnet-lite0-1"  # the bundled image tagger's version
+BROKEN = "effnet-lite0-9"  # a newer version of it, truncated after publication
+
+
+def _corrupt_newer_tagger(models: Path) -> Path:
+    """``image_tagger`` with one version, newer than the bundled one, whose model.onnx is cut
+    in half after publication (its manifest still has the whole file's hash)."""
+    bundled = (models / "image_tagger").resolve() / GOOD
+    (models / "image_tagger").unlink()
+    with publish_model_dir(models, "image_tagger", BROKEN) as tmp:
+        for f in bundled.iterdir():
+            if f.name != MANIFEST_NAME:
+                shutil.copy(f, tmp / f.name)
+        write_manifest(tmp, read_manifest(bundled).model_copy(update={"version": BROKEN}))
+    onnx = models / "image_tagger" / BROKEN / "model.onnx"
+    with onnx.open("r+b") as f:
+        f.truncate(onnx.stat().st_size // 2)
+    set_active_version(models, "image_tagger", BROKEN)
+    return bundled
+
+
+def _upload(client: TestClient, key: str, **kwargs: Any) -> dict[str, Any]:
+    r = client.post("/v1/content", headers=auth(key), **kwargs)
+    assert r.status_code == 202, r.text
+    return dict(r.json())
+
+
+def test_corrupt_model_fails_jobs_clearly_then_the_previous_version_serves(
+    fault_stack: FaultStack, tmp_path: Path
+) -> None:
+    stack = fault_stack
+    bundled = _corrupt_newer_tagger(stack.models_dir)
+    tenant_id, key = stack.new_key()
+    worker = WorkerProcess(stack, "tagging", tmp_path / "worker.log")
+    pid = worker.proc.pid
+    try:
+        with TestClient(create_app(stack.gateway_settings())) as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            check = ready.json()["checks"]["model:image_tagger"]
+            assert check.startswith("error") and f"image_tagger/{BROKEN}" in check, check
+            assert "model.onnx is corrupt" in check, check
+
+            # No older version: image jobs fail with the reason; text jobs go on.
+            image = _upload(client, key, files={"file": ("a.jpg", photo(), "image/jpeg")})
+            words = _upload(client, key, json={"text": "a red bicycle by the river"})
+            jobs = {j.id: j for j in wait_for("jobs", lambda: final(stack, tenant_id))}
+            failed = jobs[image["job_id"]]
+            assert (failed.status, failed.attempts) == (JobStatus.failed, 1)
+            assert failed.error and "model.onnx is corrupt" in failed.error, failed.error
+            assert f"image_tagger/{BROKEN}" in failed.error, failed.error
+            assert jobs[words["job_id"]].status == JobStatus.succeeded
+
+            # An older good version appears: it serves, and /readyz says so.
+            shutil.copytree(bundled, stack.models_dir / "image_tagger" / GOOD)
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+            check = ready.json()["checks"]["model:image_tagger"]
+            assert check.startswith(f"degraded: serving image_tagger {GOOD}") and BROKEN in check
+            again = _upload(client, key, files={"file": ("b.jpg", photo("coffee"), "image/jpeg")})
+            wait_for("the second image", lambda: final(stack, tenant_id))
+        assert worker.alive() and worker.proc.pid == pid  # the worker never went down
+    finally:
+        worker.stop()
+    with session_scope(stack.url()) as s:
+        assert s.get(Job, again["job_id"]).status == JobStatus.succeeded  # type: ignore[union-attr]
+        states = dict(
+            s.execute(
+                select(ContentItem.id, ContentItem.status).where(ContentItem.tenant_id == tenant_id)
+            ).all()
+        )
+        assert states == {image["id"]: "failed", words["id"]: "ready", again["id"]: "ready"}
+        sources = set(s.scalars(select(Tag.source).where(Tag.content_id == again["id"])))
+        assert f"image_tagger:{GOOD}" in sources and not any(BROKEN in x for x in sources)
+        assert not s.scalars(select(Tag.name).where(Tag.content_id == image["id"])).all()

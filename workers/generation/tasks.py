@@ -22,10 +22,10 @@ def generate_text_job(ctx: WorkerContext, session: Session, job: Job) -> dict[st
     from workers.generation.text import TextGenerator
 
     p = job.params
-    name, version = resolve_model(
-        ctx.settings.models_dir, "text_generator", job.owner(), p.get("model_version")
-    )
-    model = ctx.registry.get(name, TextGenerator, version=version)
+    asked = p.get("model_version")
+    name, version = resolve_model(ctx.settings.models_dir, "text_generator", job.owner(), asked)
+    # The active version (None) may fall back to an older one if corrupt; an asked-for one not.
+    model = ctx.registry.get(name, TextGenerator, version=version if asked else None)
     texts = model.generate(
         p.get("prompt", ""),
         max_length=int(p.get("max_length", 200)),
@@ -45,10 +45,10 @@ def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[
     from workers.generation.image import ImageGenerator
 
     p = job.params
-    name, version = resolve_model(
-        ctx.settings.models_dir, "image_generator", job.owner(), p.get("model_version")
-    )
-    model = ctx.registry.get(name, ImageGenerator, version=version)
+    asked = p.get("model_version")
+    name, version = resolve_model(ctx.settings.models_dir, "image_generator", job.owner(), asked)
+    # The active version (None) may fall back to an older one if corrupt; an asked-for one not.
+    model = ctx.registry.get(name, ImageGenerator, version=version if asked else None)
     truncation = float(p.get("truncation", 1.0))
     if p.get("mode") == "interpolate":
         images = model.interpolate(

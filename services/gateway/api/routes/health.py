@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from shared.model_versions import active_version
+from shared.model_versions import serving_version
 
 router = APIRouter(tags=["health"])
 
@@ -43,8 +44,18 @@ def _checks(request: Request, checks: dict[str, Any]) -> None:
         checks["storage"] = f"error: {exc}"
     models_dir = state.settings.models_dir
     for name in REQUIRED_MODELS:
-        version = active_version(models_dir, name)
-        checks[f"model:{name}"] = f"ok ({version})" if version else "missing (run `make models`)"
+        checks[f"model:{name}"] = _model_check(models_dir, name)
+
+
+def _model_check(models_dir: Path, name: str) -> str:
+    """``ok``; ``degraded`` while an older version serves for a corrupt active one (workers
+    fall back the same way: shared/inference/registry.py); else why nothing can serve."""
+    version, problems = serving_version(models_dir, name)
+    if version is None:
+        return "error: " + ("; ".join(problems) or f"{name} is missing (run `make models`)")
+    if problems:
+        return f"degraded: serving {name} {version}; " + "; ".join(problems)
+    return f"ok ({version})"
 
 
 @router.get("/readyz")
@@ -57,9 +68,10 @@ async def readyz(request: Request) -> JSONResponse:
         await to_thread.run_sync(_checks, request, found, abandon_on_cancel=True)
     names = ("database", "redis", "storage", *(f"model:{n}" for n in REQUIRED_MODELS))
     checks = {n: found.get(n, f"error: no answer within {timeout:g} s") for n in names}
-    ok = all(str(v).startswith("ok") for v in checks.values())
+    ok = all(str(v).startswith(("ok", "degraded")) for v in checks.values())
     if ok:
-        return JSONResponse({"status": "ready", "checks": checks})
+        degraded = any(str(v).startswith("degraded") for v in checks.values())
+        return JSONResponse({"status": "degraded" if degraded else "ready", "checks": checks})
     return JSONResponse(
         {
             "error": {"code": "not_ready", "message": "a dependency is unavailable"},
