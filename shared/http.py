@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +25,7 @@ from shared.logging_setup import (
     reset_request_id,
     set_request_id,
 )
+from shared.storage.base import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ STATUS_CODES = {
     502: "bad_gateway",
     503: "service_unavailable",
     504: "gateway_timeout",
+    507: "insufficient_storage",
 }
 
 
@@ -102,6 +105,32 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
         return JSONResponse(
             error_body("validation_error", f"{where}: {first['msg']}", errors), status_code=422
+        )
+
+    # Faults of what a service stands on (docs/reliability.md): the request was not applied,
+    # and the caller hears which dependency failed instead of a 500.
+    @app.exception_handler(StorageError)
+    async def _storage_fault(request: Request, exc: StorageError) -> JSONResponse:
+        log.warning("blob store fault on %s %s: %s", request.method, request.url.path, exc)
+        if isinstance(exc, StorageFull):
+            return JSONResponse(
+                error_body("insufficient_storage", "the blob store is full; nothing was stored"),
+                status_code=507,
+            )
+        return JSONResponse(
+            error_body("storage_unavailable", "the blob store failed; nothing was stored"),
+            status_code=503,
+            headers={"Retry-After": "10"},
+        )
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    async def _database_fault(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database fault on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body("database_unavailable", "the database is unavailable; retry shortly"),
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(Exception)

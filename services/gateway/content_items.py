@@ -88,12 +88,13 @@ async def create_item(
         )
         if existing is not None and not replace:
             raise external_id_conflict(inc.fields.external_id, existing.id)
-    if inc.upload is not None:
-        await to_thread.run_sync(store_upload, inc, settings, storage, limiter=limiter)
     item = existing or ContentItem(
         tenant_id=tenant_id, external_id=inc.fields.external_id, assets=[], tags=[]
     )
     try:
+        # Inside: a store failing after the original (on a rendition) discards what it took.
+        if inc.upload is not None:
+            await to_thread.run_sync(store_upload, inc, settings, storage, limiter=limiter)
         dropped = apply_incoming(session, item, inc)
         if existing is None:
             session.add(item)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,19 @@ class InvalidBlobKey(KeyError):
 
 class StorageError(OSError):
     """The store cannot be reached or refused a request (credentials, bucket, network)."""
+
+
+class StorageFull(StorageError):
+    """The store has no room left (ENOSPC, EDQUOT): the caller is told 507, not to retry soon."""
+
+
+def storage_error(exc: OSError, what: str) -> StorageError:
+    """A backend's own ``OSError`` as the store's error: :class:`StorageFull` when it is out of
+    room, else :class:`StorageError` (read-only, I/O error, permissions)."""
+    if isinstance(exc, StorageError):
+        return exc
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return (StorageFull if full else StorageError)(exc.errno, f"{what}: {exc.strerror or exc}")
 
 
 class BlobNotFound(FileNotFoundError):

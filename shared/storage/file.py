@@ -25,6 +25,7 @@ from shared.storage.base import (
     StoredBlob,
     StreamPuts,
     blob_relpath,
+    storage_error,
 )
 
 if TYPE_CHECKING:
@@ -50,7 +51,10 @@ class FileSystemStorage(StreamPuts):
         data that can be made again if a crash loses it (a tagger's working copy)."""
         h = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", suffix=".part")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", suffix=".part")
+        except OSError as exc:
+            raise storage_error(exc, f"cannot write under {self.root}") from exc
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -71,8 +75,12 @@ class FileSystemStorage(StreamPuts):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, dest)
             return StoredBlob(key=key, sha256=key, size=size)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
+        except BaseException as exc:
+            # Nothing half-written stays behind: the temp file goes whatever went wrong.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise storage_error(exc, f"cannot write under {self.root}") from exc
             raise
 
     def open(self, key: str) -> BinaryIO:
