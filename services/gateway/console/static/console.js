@@ -52,6 +52,16 @@ async function fragment(url) {
 
 // Content cards -------------------------------------------------------------------------------
 
+// An upload's row in the list says "tagged" once its card is no longer pending.
+function markUpload(card) {
+  const id = card.dataset.contentId;
+  const row = document.querySelector('.upload-list li[data-content-id="' + CSS.escape(id) + '"]');
+  if (row && card.dataset.status !== "pending") {
+    row.querySelector(".upload-state").textContent =
+      card.dataset.status === "ready" ? "tagged" : card.dataset.status;
+  }
+}
+
 async function refreshCard(id, focusHeading) {
   const old = document.getElementById("card-" + id);
   if (!old) return;
@@ -63,11 +73,7 @@ async function refreshCard(id, focusHeading) {
   const card = holder.firstElementChild;
   if (!card || !old.parentNode) return;
   old.replaceWith(card);
-  const upload = document.querySelector('.upload-list li[data-content-id="' + CSS.escape(id) + '"]');
-  if (upload && card.dataset.status !== "pending") {
-    upload.querySelector(".upload-state").textContent = card.dataset.status === "ready"
-      ? "tagged" : card.dataset.status;
-  }
+  markUpload(card);
   if (focusHeading) {
     const link = card.querySelector("h3 a");
     if (link) link.focus();
@@ -152,7 +158,9 @@ async function addCard(id) {
   holder.innerHTML = html.trim();
   const old = document.getElementById("card-" + id);
   if (old) old.remove();
-  grid.prepend(holder.firstElementChild);
+  const card = holder.firstElementChild;
+  grid.prepend(card);
+  markUpload(card);
 }
 
 function setUpUploads() {
