@@ -12,7 +12,8 @@ export ATELIER_MODELS_DIR ?= $(CURDIR)/var/models
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# cairosvg (rendering the OpenMoji icons the default GAN trains on) needs the system libcairo.
+# cairosvg (rendering the OpenMoji icons the default GAN trains on) needs the system libcairo;
+# the console's browser tests need chromium.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml | $(BIN)/python
@@ -23,6 +24,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python -c "import cairosvg" 2>/dev/null || { \
 	  echo "installing libcairo2 (system library cairosvg needs)"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q libcairo2; }
+	# The console's browser tests (tests/e2e/test_console.py) drive Debian's chromium.
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing chromium (the console's browser tests)"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 	touch $@
 
 install: $(STAMP)
