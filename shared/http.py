@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+import psycopg
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -123,8 +124,11 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "10"},
         )
 
+    # Raw psycopg errors too: the hot paths (event COPY, recommender reads) skip the ORM.
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
     async def _database_fault(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database fault on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(

@@ -25,7 +25,16 @@ def get_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # pre_ping: a connection the server dropped (a restart) is replaced, not handed out. The
+    # timeouts bound a request's wait on a server that accepts no connection or none free.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=10,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 @lru_cache(maxsize=8)

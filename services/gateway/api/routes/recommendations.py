@@ -171,7 +171,8 @@ async def _forward(request: Request, tenant_id: str, path: str) -> Response:
         payload: Any = json.loads(body)
     except ValueError as exc:
         raise ApiError(502, f"the recommender service answered {status} without JSON") from exc
-    return JSONResponse(payload, status_code=status if status < 500 else 502)
+    # Its 503 (its database unavailable) says retry later, and stays a 503 with its code.
+    return JSONResponse(payload, status_code=status if status < 500 or status == 503 else 502)
 
 
 @router.get(
