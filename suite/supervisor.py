@@ -222,7 +222,10 @@ class Supervisor:
                 self._enqueue_builds(settings, models_dir)
             elif generators := missing(models_dir):
                 _say(f"not built: {', '.join(generators)} (run `make models`)")
-            _say(f"gateway: http://127.0.0.1:{self.gateway_port}  (API docs at /docs)")
+            _say(
+                f"gateway: http://127.0.0.1:{self.gateway_port}  (API docs at /docs, "
+                "web console at /console)"
+            )
             _say(
                 "get an API key: .venv/bin/atelier tenants create mysite && "
                 ".venv/bin/atelier keys create --tenant mysite --scopes read,write"
