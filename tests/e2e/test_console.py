@@ -87,6 +87,8 @@ def _sign_in(page: Any, suite: Suite, key: str) -> None:
 
 
 def _shot(page: Any, name: str) -> None:
+    # A full-page picture: lazy images below the fold are loaded first.
+    page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading='eager')")
     page.wait_for_function("Array.from(document.images).every(i => i.complete)")
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
