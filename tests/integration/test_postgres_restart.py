@@ -31,9 +31,9 @@ from tests.conftest import WorkerProcess
 from tests.helpers import auth
 from tests.integration.test_faults import FAST_RESCUE, FaultStack, final, wait_for
 from tests.integration.test_redis_faults import private_models, start_beat, stop_proc
-from tests.integration.test_tenant_isolation import _recommender
 from tests.pg_server import PostgresServer, unavailable_reason
 from tests.redis_server import RedisServer
+from tests.tenant_walk import recommender_server
 
 pytestmark = [pytest.mark.integration]
 _WHY_NOT = unavailable_reason()
@@ -152,7 +152,7 @@ def test_postgres_restart_under_load_fails_fast_then_everything_recovers(
     worker = WorkerProcess(stack, "tagging", tmp_path / "worker.log")
     beat = start_beat(stack, tmp_path)
     try:
-        for reco_url in _recommender(stack):
+        with recommender_server(stack) as reco_url:
             settings = stack.gateway_settings(recommender_url=reco_url, rate_limit_key_rps=0)
             app = create_app(settings)
             with (
