@@ -96,7 +96,7 @@ def serving_version(models_dir: Path, name: str) -> tuple[str | None, list[str]]
     active = active_version(models_dir, name)
     if active is None:
         return None, []
-    problems = []
+    problems: list[str] = []
     for version in (active, *older_versions(models_dir, name, active)):
         problem = version_problem(models_dir, name, version)
         if problem is None:

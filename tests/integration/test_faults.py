@@ -199,8 +199,8 @@ def _corrupt_newer_tagger(models: Path) -> Path:
                 shutil.copy(f, tmp / f.name)
         write_manifest(tmp, read_manifest(bundled).model_copy(update={"version": BROKEN}))
     onnx = models / "image_tagger" / BROKEN / "model.onnx"
-    with onnx.open("r+b") as f:
-        f.truncate(onnx.stat().st_size // 2)
+    with onnx.open("r+b") as cut:
+        cut.truncate(onnx.stat().st_size // 2)
     set_active_version(models, "image_tagger", BROKEN)
     return bundled
 

@@ -106,9 +106,9 @@ class Load:
         h = auth(self.key)
         tag = uuid.uuid4().hex[:12]
         if kind == "upload":
-            sent = f"upload-{tag}"
-            body = {"external_id": sent, "text": f"a red bicycle by the river {tag}"}
-            return sent, self.client.post("/v1/content", headers=h, json=body)
+            ext = f"upload-{tag}"
+            body = {"external_id": ext, "text": f"a red bicycle by the river {tag}"}
+            return ext, self.client.post("/v1/content", headers=h, json=body)
         if kind == "events":
             sent = [f"evt-{tag}-{i}" for i in range(5)]
             events = [

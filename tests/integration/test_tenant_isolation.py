@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
 from sqlalchemy import select
 
 from shared.db.models import ContentItem, JobStatus
@@ -90,7 +89,7 @@ def _routes(c: TestClient) -> list[tuple[str, str, list[str]]]:
     return out
 
 
-def _call(c: TestClient, method: str, path: str, key: str, body: Any) -> Response:
+def _call(c: TestClient, method: str, path: str, key: str, body: Any) -> Any:
     query = {"wait": "0"} if path.startswith("/v1/generate") else None
     return c.request(method, path, headers=auth(key), json=body, params=query)
 
