@@ -8,6 +8,7 @@ that no row points at. Text uploads, which store no blob, go on meanwhile.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,7 +29,6 @@ from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
-PAGE = 4096
 FILLER = "filler"
 
 
@@ -80,8 +80,10 @@ def _image(client: TestClient, key: str, name: str = "astronaut") -> Any:
     )
 
 
-def _pages(n: int) -> int:
-    return -(-n // PAGE) * PAGE
+def _pages(root: Path, n: int) -> int:
+    """``n`` bytes as the store counts them: whole blocks (pages, on a tmpfs)."""
+    block = os.statvfs(root).f_frsize
+    return -(-n // block) * block
 
 
 def test_full_or_failing_store_answers_507_or_503_and_leaves_nothing_half_written(
@@ -92,14 +94,14 @@ def test_full_or_failing_store_answers_507_or_503_and_leaves_nothing_half_writte
     original = photo("astronaut")
     with TestClient(create_app(stack.gateway_settings())) as client:
         # Room for the original but not for its renditions: the store fails halfway through.
-        _leave_free(root, _pages(len(original)) + PAGE)
+        _leave_free(root, _pages(root, len(original) + 1))
         r = _image(client, key)
         assert r.status_code == 507, r.text
         assert r.json()["error"]["code"] == "insufficient_storage"
         assert _files(root) == set(), "the original stored before the failure stayed"
 
         # No room even for the original: the write fails in the middle of the file.
-        _leave_free(root, 2 * PAGE)
+        _leave_free(root, _pages(root, len(original) // 2))
         r = _image(client, key)
         assert (r.status_code, r.json()["error"]["code"]) == (507, "insufficient_storage")
         batch = client.post(
