@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -40,6 +41,7 @@ from bench.load.accounting import (
     Accounting,
     RouteStats,
     account,
+    minute_medians,
     read_ledger,
     route_stats,
     summary,
@@ -90,6 +92,8 @@ class Report:
     jobs_left: int
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
+    load_during: list[float]  # 1-minute load average, sampled every 5 s during the load
+    minute_p50: list[float]
     backend: str
     suite_errors: int
     notes: list[str] = field(default_factory=list)
@@ -117,10 +121,14 @@ class Report:
                 describe(),
                 table(self.stats, self.load_s),
                 summary(self.accounting, self.batches),
+                "p50 of all requests, minute by minute (ms): "
+                + ", ".join(f"{m:.0f}" for m in self.minute_p50),
                 f"drained in {self.drain_s:.1f} s after the load ({self.jobs_left} jobs left); "
                 f"suite log: {self.suite_errors} tracebacks",
                 f"machine: {cpu_model()}, {os.cpu_count()} cores, load average (1/5/15 min) "
-                f"{load(self.load_before)} before, {load(self.load_after)} after",
+                f"{load(self.load_before)} before, {load(self.load_after)} after, 1 min "
+                f"{min(self.load_during, default=0):.2f}-{max(self.load_during, default=0):.2f}"
+                " during the load",
                 *self.notes,
                 "OK: 0 lost, 0 5xx" if self.ok else "FAILED: see above",
             ]
@@ -240,6 +248,23 @@ def seed(client: httpx.Client, cfg: LoadConfig, ledger: Path, train_timeout_s: f
     raise RuntimeError("the recommender never served the trained model")
 
 
+class LoadSampler(threading.Thread):
+    """The machine's 1-minute load average every 5 s: other work on a shared machine shows."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[float] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(5.0):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
 def run_locust(cfg: LoadConfig, url: str, key: str, ledger: Path, log: Path) -> float:
     env = dict(os.environ)
     env.update(
@@ -284,7 +309,12 @@ def run_load(cfg: LoadConfig, workdir: Path) -> Report:
             _log("seeding interactions" + (" and training the recommender" if cfg.train else ""))
             seed(client, cfg, ledger, train_timeout_s=300)
         _log(f"load: {cfg.rate:g} req/s for {cfg.duration_s:g} s, {cfg.n_users} users")
-        load_s = run_locust(cfg, suite.url, key, ledger, workdir / "locust.log")
+        sampler = LoadSampler()
+        sampler.start()
+        try:
+            load_s = run_locust(cfg, suite.url, key, ledger, workdir / "locust.log")
+        finally:
+            sampler.stop()
         _log("waiting for the queues to drain")
         drain_s, left = wait_drained(db_url, tenant_id, cfg.drain_timeout_s)
         requests, accepted = read_ledger(ledger)
@@ -300,6 +330,8 @@ def run_load(cfg: LoadConfig, workdir: Path) -> Report:
         jobs_left=left,
         load_before=load_before,
         load_after=os.getloadavg(),
+        load_during=sampler.samples,
+        minute_p50=minute_medians(requests),
         backend=backend,
         suite_errors=errors,
     )

@@ -95,6 +95,17 @@ def route_stats(requests: list[dict[str, Any]]) -> list[RouteStats]:
     return sorted(out, key=lambda s: (s.route == "all", s.route))
 
 
+def minute_medians(requests: list[dict[str, Any]]) -> list[float]:
+    """The median of every request, minute by minute of the load: flat when the rate holds."""
+    if not requests:
+        return []
+    t0 = min(r["at"] for r in requests)
+    minutes: dict[int, list[float]] = defaultdict(list)
+    for r in requests:
+        minutes[int((r["at"] - t0) // 60)].append(float(r["ms"]))
+    return [percentile(sorted(minutes[m]), 50) for m in sorted(minutes)]
+
+
 def unfinished_jobs(db_url: str, tenant_id: str) -> int:
     with session_scope(db_url) as s:
         return int(
