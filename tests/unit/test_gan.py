@@ -115,6 +115,27 @@ def test_conditional_onnx_matches_torch(tmp_path: Path) -> None:
     assert gan.export_onnx(g, tmp_path / "g.onnx") < 1e-4
 
 
+def test_conditional_batch_norm_generator_uses_label_and_z(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    g = gan_models.Generator(16, 8, num_classes=3, cond_bn=True)
+    g.apply(gan_models.init_weights)
+    # Give each class its own gains, as training would; at init they are all ones.
+    with torch.no_grad():
+        for norm in g.norms:
+            norm.gain.weight.uniform_(0.5, 1.5)
+    g.eval()
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        a = g(z, torch.tensor([0, 0]))
+        b = g(z, torch.tensor([1, 1]))
+    assert not torch.allclose(a, b)  # the class steers the image
+    assert not torch.allclose(a[0], a[1])  # and z still does within one class
+    assert g.embed is None and not hasattr(g, "net")
+    assert gan.export_onnx(g, tmp_path / "g.onnx") < 1e-4
+    with pytest.raises(ValueError, match="label"):
+        g(z)
+
+
 def test_projection_discriminator_uses_the_label() -> None:
     torch.manual_seed(0)
     d = gan_models.Discriminator(8, True, num_classes=3)

@@ -189,7 +189,12 @@ def train_image_generator(
 
     torch.manual_seed(cfg.seed)
     gen = Generator(
-        cfg.latent, cfg.ngf, len(names), cfg.class_dim, train.mean(0) if cfg.mean_bias else None
+        cfg.latent,
+        cfg.ngf,
+        len(names),
+        cfg.class_dim,
+        train.mean(0) if cfg.mean_bias else None,
+        cond_bn=cfg.cond_bn,
     )
     disc = Discriminator(cfg.ndf, cfg.spectral_norm, len(names))
     gen.apply(init_weights)

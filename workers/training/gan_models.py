@@ -10,6 +10,7 @@ instead of as an input channel.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -22,6 +23,24 @@ SIZE = 64
 AUGMENTS = ("color", "translation", "cutout")
 
 
+class CondBatchNorm(nn.Module):
+    """Batch norm whose gain and bias come from the class (SNGAN/BigGAN generators): the class
+    steers every layer's statistics, while ``z`` keeps its own path. Concatenating a class
+    embedding to ``z`` instead let the generator drop ``z`` and draw one image per class."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        h = self.bn(x)
+        return h * self.gain(label)[:, :, None, None] + self.bias(label)[:, :, None, None]
+
+
 class Generator(nn.Module):
     def __init__(
         self,
@@ -30,29 +49,33 @@ class Generator(nn.Module):
         num_classes: int = 0,
         class_dim: int = 32,
         mean_image: torch.Tensor | None = None,
+        cond_bn: bool = False,
     ):
         super().__init__()
         self.latent = latent
         self.num_classes = num_classes
-        self.embed = nn.Embedding(num_classes, class_dim) if num_classes else None
-        cin = latent + (class_dim if num_classes else 0)
-
-        def up(cin: int, cout: int) -> list[nn.Module]:
-            return [
-                nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(True),
-            ]
-
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(cin, ngf * 8, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(ngf * 8),
-            nn.ReLU(True),
-            *up(ngf * 8, ngf * 4),
-            *up(ngf * 4, ngf * 2),
-            *up(ngf * 2, ngf),
-            nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False),
-        )
+        # Conditioning: class-conditional batch norm (cond_bn), or an embedding concatenated to z.
+        self.cond_bn = bool(cond_bn and num_classes)
+        concat = bool(num_classes and not self.cond_bn)
+        self.embed = nn.Embedding(num_classes, class_dim) if concat else None
+        cin = latent + (class_dim if concat else 0)
+        widths = (ngf * 8, ngf * 4, ngf * 2, ngf)
+        convs: list[nn.Module] = [nn.ConvTranspose2d(cin, widths[0], 4, 1, 0, bias=False)]
+        convs += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False) for a, b in pairwise(widths)]
+        norms: list[nn.Module] = [
+            CondBatchNorm(w, num_classes) if self.cond_bn else nn.BatchNorm2d(w) for w in widths
+        ]
+        if self.cond_bn:
+            self.convs = nn.ModuleList(convs)
+            self.norms = nn.ModuleList(norms)
+            self.to_rgb = nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False)
+        else:
+            # The unconditional layout keeps its state-dict keys (net.N), so published
+            # checkpoints and resumable training runs still load.
+            layers: list[nn.Module] = []
+            for conv, norm in zip(convs, norms, strict=True):
+                layers += [conv, norm, nn.ReLU(True)]
+            self.net = nn.Sequential(*layers, nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False))
         # A learned per-pixel bias before the tanh, started at the training images' mean: the
         # white ground and centred shape are there from step 0 instead of learned first.
         self.bias = None
@@ -60,11 +83,19 @@ class Generator(nn.Module):
             self.bias = nn.Parameter(torch.atanh(mean_image.clamp(-0.98, 0.98)).unsqueeze(0))
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes and label is None:
+            raise ValueError("a conditional generator needs a label per latent")
         if self.embed is not None:
-            if label is None:
-                raise ValueError("a conditional generator needs a label per latent")
+            assert label is not None
             z = torch.cat([z, self.embed(label)], 1)
-        x = self.net(z.view(z.shape[0], -1, 1, 1))
+        x = z.view(z.shape[0], -1, 1, 1)
+        if self.cond_bn:
+            assert label is not None
+            for conv, norm in zip(self.convs, self.norms, strict=True):
+                x = torch.relu(norm(conv(x), label))
+            x = self.to_rgb(x)
+        else:
+            x = self.net(x)
         return torch.tanh(x if self.bias is None else x + self.bias)
 
 
@@ -116,7 +147,7 @@ class Discriminator(nn.Module):
 def init_weights(m: nn.Module) -> None:
     if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, nn.BatchNorm2d):
+    elif isinstance(m, nn.BatchNorm2d) and m.affine:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
 
