@@ -15,16 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
+from skimage import data
 from sqlalchemy import select
 
 from services.gateway.main import create_app
 from shared.db.models import Asset, ContentItem, Job
 from shared.db.session import session_scope
 from tests.conftest import Stack
-from tests.helpers import auth
-from tests.integration.test_faults import photo
+from tests.helpers import auth, jpeg_bytes
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -72,11 +74,17 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} - {FILLER}
 
 
-def _image(client: TestClient, key: str, name: str = "astronaut") -> Any:
+def unique_photo(name: str = "astronaut") -> bytes:
+    """A photo with noise of its own: blobs are shared by content, and the rows of other tests
+    in the same database must not point at the bytes this test expects to see discarded."""
+    arr = np.asarray(getattr(data, name)()).astype(np.int16)
+    noise = np.random.default_rng().integers(-8, 9, arr.shape)
+    return jpeg_bytes(Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8)).convert("RGB"))
+
+
+def _image(client: TestClient, key: str, original: bytes) -> Any:
     return client.post(
-        "/v1/content",
-        headers=auth(key),
-        files={"file": (f"{name}.jpg", photo(name), "image/jpeg")},
+        "/v1/content", headers=auth(key), files={"file": ("a.jpg", original, "image/jpeg")}
     )
 
 
@@ -91,24 +99,24 @@ def test_full_or_failing_store_answers_507_or_503_and_leaves_nothing_half_writte
 ) -> None:
     stack, root = small_store, small_store.storage_dir
     tenant_id, key = stack.new_key()
-    original = photo("astronaut")
+    original = unique_photo()
     with TestClient(create_app(stack.gateway_settings())) as client:
         # Room for the original but not for its renditions: the store fails halfway through.
         _leave_free(root, _pages(root, len(original) + 1))
-        r = _image(client, key)
+        r = _image(client, key, original)
         assert r.status_code == 507, r.text
         assert r.json()["error"]["code"] == "insufficient_storage"
         assert _files(root) == set(), "the original stored before the failure stayed"
 
         # No room even for the original: the write fails in the middle of the file.
         _leave_free(root, _pages(root, len(original) // 2))
-        r = _image(client, key)
+        r = _image(client, key, original)
         assert (r.status_code, r.json()["error"]["code"]) == (507, "insufficient_storage")
         batch = client.post(
             "/v1/content:batch",
             headers=auth(key),
             files=[("file", ("a.jpg", original, "image/jpeg")),
-                   ("file", ("b.jpg", photo("coffee"), "image/jpeg"))],
+                   ("file", ("b.jpg", unique_photo("coffee"), "image/jpeg"))],
         )  # fmt: skip
         assert (batch.status_code, batch.json()["error"]["code"]) == (507, "insufficient_storage")
         assert _files(root) == set()
@@ -121,7 +129,7 @@ def test_full_or_failing_store_answers_507_or_503_and_leaves_nothing_half_writte
         remount = _mount(root, "remount,ro")
         assert remount.returncode == 0, remount.stderr
         try:
-            r = _image(client, key)
+            r = _image(client, key, original)
             assert r.status_code == 503, r.text
             assert r.json()["error"]["code"] == "storage_unavailable"
             ready = client.get("/readyz")
@@ -132,7 +140,7 @@ def test_full_or_failing_store_answers_507_or_503_and_leaves_nothing_half_writte
             assert _mount(root, "remount,rw").returncode == 0
 
         # Room again: the same upload is stored whole.
-        ok = _image(client, key)
+        ok = _image(client, key, original)
         assert ok.status_code == 202, ok.text
 
     with session_scope(stack.gateway_settings().sqlalchemy_url) as s:
