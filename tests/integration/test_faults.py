@@ -95,11 +95,23 @@ def wait_for(what: str, check: Any, timeout: float = 180, every: float = 0.2) ->
 def kill_worker(worker: WorkerProcess) -> None:
     """SIGKILL the worker's main process and its pool children at once: no shutdown runs."""
     pid = worker.proc.pid
-    children = (Path(f"/proc/{pid}/task/{pid}/children").read_text()).split()
-    for p in [pid, *map(int, children)]:
+    for p in [pid, *_children(pid)]:
         os.kill(p, signal.SIGKILL)
     worker.proc.wait(timeout=20)
     worker.stop()  # closes its log
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc/*/stat: field 4 is the parent's id)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def jobs_of(stack: Stack, tenant_id: str) -> list[Job]:
