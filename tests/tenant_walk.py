@@ -115,6 +115,15 @@ def tenant_model(stack: Stack, tenant_id: str, name: str, kind: str) -> None:
         s.commit()
 
 
+A_TEXT = f"the {MARKER} of tenant A, a red bicycle by the river"
+
+
+def a_photo() -> bytes:
+    """Tenant A's image (the same bytes every time: another tenant may upload them too)."""
+    rng = np.random.default_rng(0)
+    return jpeg_bytes(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+
+
 def populate(stack: Stack, c: TestClient) -> TenantA:
     tenant_id, key = stack.new_key(("read", "write", "admin"))
     a = TenantA(tenant_id, key)
@@ -122,15 +131,13 @@ def populate(stack: Stack, c: TestClient) -> TenantA:
     text = c.post(
         "/v1/content",
         headers=h,
-        json={"external_id": f"a-text-{MARKER}", "text": f"the {MARKER} of tenant A"},
+        json={"external_id": f"a-text-{MARKER}", "text": A_TEXT},
     )
     assert text.status_code == 202, text.text
-    rng = np.random.default_rng(0)
-    photo = jpeg_bytes(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
     image = c.post(
         "/v1/content",
         headers=h,
-        files={"file": ("a.jpg", photo, "image/jpeg")},
+        files={"file": ("a.jpg", a_photo(), "image/jpeg")},
         data={"external_id": f"a-image-{MARKER}"},
     )
     assert image.status_code == 202, image.text

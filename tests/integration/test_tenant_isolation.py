@@ -22,9 +22,20 @@ from sqlalchemy import select
 
 from shared.db.models import ContentItem, JobStatus
 from shared.db.session import session_scope
-from tests.conftest import Stack
-from tests.helpers import auth
-from tests.tenant_walk import TenantA, leaks, nowhere, populate, shape, snapshot, walk_client
+from tests.conftest import Stack, WorkerProcess
+from tests.helpers import auth, wait_job
+from tests.tenant_walk import (
+    A_TEXT,
+    MARKER,
+    TenantA,
+    a_photo,
+    leaks,
+    nowhere,
+    populate,
+    shape,
+    snapshot,
+    walk_client,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +100,18 @@ def _routes(c: TestClient) -> list[tuple[str, str, list[str]]]:
     return out
 
 
-def _call(c: TestClient, method: str, path: str, key: str, body: Any) -> Any:
-    query = {"wait": "0"} if path.startswith("/v1/generate") else None
+def _query(method: str, path: str, a: TenantA) -> dict[str, Any]:
+    """Reads filter by A's tag and seed or exclude A's text item (the recommender's forwarded
+    parameters): B must still see none of A's other items. Parameters a route does not take
+    are ignored."""
+    if method != "GET":
+        return {"wait": "0"} if path.startswith("/v1/generate") else {}
+    seeds = [a.ids["content_id"][0], a.ids["item_id"][-1]]
+    return {"tag": a.ids["name"][0], "seed_items": seeds, "exclude": seeds}
+
+
+def _call(c: TestClient, method: str, path: str, key: str, body: Any, a: TenantA) -> Any:
+    query = _query(method, path, a)
     return c.request(method, path, headers=auth(key), json=body, params=query)
 
 
@@ -111,8 +132,8 @@ def test_tenant_b_sees_none_of_tenant_a_on_any_route(client: tuple[Stack, TestCl
         if not params:
             if path in UNSCOPED:
                 continue
-            r = _call(c, method, path, key_b, body)
-            sent = json.dumps(body)
+            r = _call(c, method, path, key_b, body, a)
+            sent = json.dumps([body, _query(method, path, a)])
             if r.status_code >= 500 or r.status_code == 409 or leaks(r, a, sent):
                 problems.append(f"{method} {path}: {r.status_code} {leaks(r, a, sent)} "
                                 f"{r.text[:200]}")  # fmt: skip
@@ -120,8 +141,8 @@ def test_tenant_b_sees_none_of_tenant_a_on_any_route(client: tuple[Stack, TestCl
         for values in itertools.product(*(a.ids[p] for p in params)):
             real = dict(zip(params, values, strict=True))
             fake = {p: (v if p == "role" else nowhere(p)) for p, v in real.items()}
-            r = _call(c, method, path.format(**real), key_b, body)
-            control = _call(c, method, path.format(**fake), key_b, body)
+            r = _call(c, method, path.format(**real), key_b, body, a)
+            control = _call(c, method, path.format(**fake), key_b, body, a)
             where = f"{method} {path.format(**real)}"
             # A 403 or an answer unlike the control's tells B that A's id exists.
             if r.status_code != control.status_code or r.status_code == 403 or r.status_code >= 500:
@@ -129,7 +150,7 @@ def test_tenant_b_sees_none_of_tenant_a_on_any_route(client: tuple[Stack, TestCl
                                 f"{r.text[:200]}")  # fmt: skip
             elif r.status_code < 300 and "user_id" not in params:
                 problems.append(f"{where}: {r.status_code} for A's id {r.text[:200]}")
-            elif leaked := leaks(r, a, where + json.dumps(body)):
+            elif leaked := leaks(r, a, where + json.dumps([body, _query(method, path, a)])):
                 problems.append(f"{where}: shows {leaked}: {r.text[:200]}")
             elif shape(r.text, real) != shape(control.text, fake):
                 problems.append(f"{where}: answers differ: {r.text[:200]} / {control.text[:200]}")
@@ -145,3 +166,44 @@ def test_tenant_b_sees_none_of_tenant_a_on_any_route(client: tuple[Stack, TestCl
     assert len(owners) == 2 and a.tenant_id in owners
     for job in before["jobs"]:
         assert job[1] != JobStatus.cancelled
+
+
+def test_same_bytes_in_two_tenants_stay_apart_through_tagging_and_deletion(
+    client: tuple[Stack, TestClient], tmp_path: Path
+) -> None:
+    """B uploads A's very image and text. Blobs are shared by content, tags, duplicates and
+    similar items are computed by the worker: none of it may cross from A to B."""
+    stack, c = client
+    a = populate(stack, c)
+    _, key_b = stack.new_key(("read", "write"))
+    hb = auth(key_b)
+    image = c.post("/v1/content", headers=hb, files={"file": ("b.jpg", a_photo(), "image/jpeg")})
+    text = c.post("/v1/content", headers=hb, json={"text": A_TEXT.replace(MARKER, "bike")})
+    assert image.status_code == text.status_code == 202, (image.text, text.text)
+    b_ids = {image.json()["id"], text.json()["id"]}
+    worker = WorkerProcess(stack, "tagging", tmp_path / "worker.log")
+    try:
+        for key in (a.key, key_b):
+            for job_id in {image.json()["job_id"], text.json()["job_id"], *a.ids["job_id"]}:
+                job = c.get(f"/v1/jobs/{job_id}", headers=auth(key)).json()
+                if "status" in job:  # the owner's key sees it
+                    assert wait_job(c, key, job_id)["status"] == "succeeded"
+    finally:
+        worker.stop()
+    before = snapshot(stack, a.tenant_id)
+    for item_id in b_ids:
+        item = c.get(f"/v1/content/{item_id}", headers=hb)
+        assert item.status_code == 200 and item.json()["tags"], item.text
+        assert item.json()["duplicate_of"] is None, "B's upload named A's item as its original"
+        assert not leaks(item, a), item.text  # A's vocabulary and manual tags stay A's
+        space = "image" if item.json()["kind"] == "image" else "text"
+        similar = c.get(f"/v1/content/{item_id}/similar", headers=hb, params={"space": space})
+        assert similar.status_code == 200, similar.text
+        assert {s["id"] for s in similar.json()["items"]} <= b_ids
+        assert not leaks(similar, a), similar.text
+    # B deletes its copy: A's item keeps the blob both pointed at.
+    original = c.get(f"/v1/content/{a.ids['content_id'][1]}/assets/original", headers=auth(a.key))
+    assert c.delete(f"/v1/content/{image.json()['id']}", headers=hb).status_code == 204
+    again = c.get(f"/v1/content/{a.ids['content_id'][1]}/assets/original", headers=auth(a.key))
+    assert again.status_code == 200 and again.content == original.content == a_photo()
+    assert snapshot(stack, a.tenant_id) == before
