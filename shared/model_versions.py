@@ -64,7 +64,7 @@ def older_versions(models_dir: Path, name: str, version: str) -> list[str]:
     return [m.version for m in reversed(list_versions(models_dir, name)) if m.version < version]
 
 
-# (dir, (file, size, mtime) ...) -> what was wrong, so a probe hashes a model only when it changed.
+# (dir, (file, inode, size, mtime) ...) -> what was wrong: a probe hashes only a changed model.
 _checked: dict[tuple[object, ...], str | None] = {}
 
 
@@ -76,7 +76,7 @@ def version_problem(models_dir: Path, name: str, version: str) -> str | None:
         stamp: tuple[object, ...] = (str(model_dir),)
         for fname in sorted(manifest.files):
             st = (model_dir / fname).stat()
-            stamp += (fname, st.st_size, st.st_mtime_ns)
+            stamp += (fname, st.st_ino, st.st_size, st.st_mtime_ns)
     except (OSError, ValueError) as exc:
         return f"{name}/{version}: {exc}"
     if stamp not in _checked:
