@@ -1,5 +1,5 @@
 """The blob store full or failing during uploads (issue 16): a real tmpfs of 1 MiB, filled up
-and remounted read-only under a running gateway.
+and remounted read-only under a running gateway; an S3 store (moto's server) whose bucket goes.
 
 Full: 507 ``insufficient_storage``; failing otherwise: 503 ``storage_unavailable``; never a 500.
 Either way nothing is half-written: no row that points at a missing blob, no blob or temp file
@@ -156,3 +156,50 @@ def test_full_or_failing_store_answers_507_or_503_and_leaves_nothing_half_writte
     assert len(keys) >= 3  # original, working copy, thumbnail
     # Every row's blob is there, and nothing else is: no orphan, no temp file.
     assert _files(root) == {f"{k[:2]}/{k[2:4]}/{k}" for k in keys}
+
+
+def test_s3_store_failing_answers_503_and_stores_no_row(
+    pg_url: str, models_dir: Path, tmp_path: Path
+) -> None:
+    """The bucket gone under a running gateway (S3 answers NoSuchBucket): 503, nothing stored."""
+    from moto.server import ThreadedMotoServer
+
+    from shared.storage.s3 import S3Endpoint
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    (tmp_path / "redis").mkdir()
+    redis_server = RedisServer(tmp_path / "redis")
+    try:
+        host, port = server.get_host_and_port()
+        s3 = {
+            "s3_endpoint_url": f"http://{host}:{port}",
+            "s3_region": "us-east-1",
+            "s3_access_key_id": "testing",
+            "s3_secret_access_key": "testing",
+            "s3_addressing_style": "path",
+        }
+        stack = Stack("s3-faults", pg_url, redis_server.url, tmp_path / "unused", models_dir)
+        settings = stack.gateway_settings(storage_url="s3://faults/blobs", **s3)
+        raw = S3Endpoint.from_settings(settings).client()
+        raw.create_bucket(Bucket="faults")
+        tenant_id, key = stack.new_key()
+        original = unique_photo()
+        with TestClient(create_app(settings)) as client:
+            raw.delete_bucket(Bucket="faults")
+            r = _image(client, key, original)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "storage_unavailable"
+            raw.create_bucket(Bucket="faults")
+            ok = _image(client, key, original)
+            assert ok.status_code == 202, ok.text
+        listed = raw.list_objects_v2(Bucket="faults").get("Contents", [])
+        stored = {o["Key"].rsplit("/", 1)[-1] for o in listed}
+    finally:
+        redis_server.stop()
+        server.stop()
+    with session_scope(stack.gateway_settings().sqlalchemy_url) as s:
+        items = set(s.scalars(select(ContentItem.id).where(ContentItem.tenant_id == tenant_id)))
+        keys = set(s.scalars(select(Asset.storage_key).where(Asset.content_id.in_(items))))
+    assert items == {ok.json()["id"]}
+    assert keys == stored and len(keys) >= 3
