@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -96,7 +96,6 @@ class Report:
     minute_p50: list[float]
     backend: str
     suite_errors: int
-    notes: list[str] = field(default_factory=list)
 
     @property
     def server_errors(self) -> int:
@@ -113,7 +112,10 @@ class Report:
 
     def render(self) -> str:
         c = self.config
-        load = lambda la: "/".join(f"{x:.2f}" for x in la)  # noqa: E731
+
+        def load(averages: tuple[float, float, float]) -> str:
+            return "/".join(f"{x:.2f}" for x in averages)
+
         return "\n".join(
             [
                 f"{self.backend}, {c.rate:g} req/s target over {self.load_s:.0f} s, "
@@ -129,7 +131,6 @@ class Report:
                 f"{load(self.load_before)} before, {load(self.load_after)} after, 1 min "
                 f"{min(self.load_during, default=0):.2f}-{max(self.load_during, default=0):.2f}"
                 " during the load",
-                *self.notes,
                 "OK: 0 lost, 0 5xx" if self.ok else "FAILED: see above",
             ]
         )
