@@ -37,6 +37,9 @@ from pathlib import Path
 
 import httpx
 
+# `python bench/bench_load.py` (make bench) as well as `python -m bench.bench_load`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from bench.load.accounting import (
     Accounting,
     RouteStats,
