@@ -99,6 +99,8 @@ class Report:
     minute_p50: list[float]
     backend: str
     suite_errors: int
+    tenant_id: str
+    ledger: Path
 
     @property
     def server_errors(self) -> int:
@@ -338,6 +340,8 @@ def run_load(cfg: LoadConfig, workdir: Path) -> Report:
         minute_p50=minute_medians(requests),
         backend=backend,
         suite_errors=errors,
+        tenant_id=tenant_id,
+        ledger=ledger,
     )
 
 

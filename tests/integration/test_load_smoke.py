@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.bench_load import LoadConfig, run_load
+from bench.load.accounting import account, read_ledger
 
 pytestmark = pytest.mark.integration
 
@@ -25,3 +26,9 @@ def test_mixed_load_loses_nothing(tmp_path: Path, models_dir: Path) -> None:
     assert acc.lost == 0, (acc.items_missing[:5], acc.events_missing[:5], text)
     assert report.jobs_left == 0 and acc.unprocessed == 0, (acc.images_untagged, acc.not_ready)
     assert report.ok, text
+    # The accounting does see a loss: an item and an event accepted that the database never got.
+    _, accepted = read_ledger(report.ledger)
+    accepted.items["no-such-item"] = "image"
+    accepted.add_events(["no-such-event"])
+    missed = account(f"sqlite:///{tmp_path / 'atelier.db'}", report.tenant_id, accepted)
+    assert (missed.items_missing, missed.events_missing) == (["no-such-item"], ["no-such-event"])
