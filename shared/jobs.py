@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -174,8 +175,12 @@ def sweep(
     requeue_after: timedelta,
     stale_after: dict[str, timedelta],
     publish_grace: timedelta = timedelta(seconds=10),
+    on_failed: Callable[[Job], None] | None = None,
 ) -> dict[str, int]:
-    """Publish jobs that never reached the broker, and rescue jobs whose worker went silent."""
+    """Publish jobs that never reached the broker, and rescue jobs whose worker went silent.
+
+    A job whose worker was lost ``max_attempts`` times fails; ``on_failed`` then gets it (the
+    workers mark its content item failed and notify, as for any other failure)."""
     now = _now()
     counts = {"republished": 0, "rescued": 0, "failed": 0}
     queued = session.scalars(
@@ -205,6 +210,8 @@ def sweep(
                 error=f"worker lost {job.attempts} times (no progress for {limit})",
             )
             counts["failed"] += 1
+            if on_failed is not None:
+                on_failed(job)
             continue
         job.status = JobStatus.queued
         job.task_id = None

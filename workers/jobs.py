@@ -7,6 +7,7 @@ exponential backoff and jitter; anything else fails the job with a readable mess
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -193,13 +194,25 @@ def _notify(job_id: str) -> None:
 
 
 def _give_up(job_id: str, exc: Exception) -> None:
+    ctx = get_context()
     try:
-        with get_context().session() as s:
+        with ctx.session() as s:
             job = s.get(Job, job_id)
-            if job is not None and job.status not in (JobStatus.succeeded, JobStatus.failed):
-                finish(s, job, status=JobStatus.failed, error=f"gave up after retries: {exc}")
+            if job is None or job.status in (JobStatus.succeeded, JobStatus.failed):
+                return
+            finish(s, job, status=JobStatus.failed, error=f"gave up after retries: {exc}")
+            job_gave_up(ctx, job)
     except TRANSIENT:
         pass  # the sweeper fails it after max attempts
+
+
+def job_gave_up(ctx: WorkerContext, job: Job) -> None:
+    """A job failed outside its handler (retries spent, worker lost too often): its item is
+    marked failed and its webhooks fire, as when the handler fails it."""
+    # A database fault leaves the item as it was; the job row already says failed.
+    with contextlib.suppress(*TRANSIENT):
+        _on_failure(ctx, job)
+    _notify(job.id)
 
 
 def _release(job_id: str) -> None:

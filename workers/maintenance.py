@@ -8,6 +8,7 @@ from shared.jobs import sweep
 from shared.tasks import QUEUE_GENERATION, QUEUE_TAGGING, QUEUE_TRAINING, SWEEP_TASK
 from workers.celery_app import app
 from workers.context import get_context
+from workers.jobs import job_gave_up
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)
@@ -27,5 +28,9 @@ def sweep_jobs() -> dict[str, int]:
     ctx.storage.recover_set_aside(older_than_s=60)
     with ctx.session() as session:
         return sweep(
-            session, app, requeue_after=timedelta(seconds=s.requeue_after_s), stale_after=stale
+            session,
+            app,
+            requeue_after=timedelta(seconds=s.requeue_after_s),
+            stale_after=stale,
+            on_failed=lambda job: job_gave_up(ctx, job),
         )

@@ -14,7 +14,7 @@ from shared.queue import create_celery
 from tests.conftest import Stack
 from tests.helpers import jpeg_bytes
 from workers.context import WorkerContext
-from workers.jobs import JobFailed, execute
+from workers.jobs import JobFailed, execute, job_gave_up
 from workers.tagging.tasks import tag_content_job
 
 pytestmark = pytest.mark.integration
@@ -116,10 +116,14 @@ def test_sweeper_rescues_silent_running_jobs_and_gives_up_eventually(stack: Stac
         counts = sweep(
             s, celery, requeue_after=timedelta(minutes=15),
             stale_after={"tagging": timedelta(minutes=5)},
+            on_failed=lambda j: job_gave_up(ctx, j),
         )  # fmt: skip
         s.refresh(job)
         assert counts["failed"] == 1 and job.status == JobStatus.failed
         assert "worker lost" in (job.error or "")
+        # The item is not left "processing" forever: it says failed, as a handler failure would.
+        item = s.get(ContentItem, job.content_id)
+        assert item is not None and item.status == "failed"
 
 
 def test_cancelled_before_start_never_runs(stack: Stack) -> None:
