@@ -113,7 +113,7 @@ def describe(job: Job) -> str:
     label = GENERATORS.get(model, model)
     result = job.result or {}
     if job.status == JobStatus.queued:
-        return f"{label}: build queued for the training worker"
+        return f"{label}: build queued for the build worker"
     if job.status == JobStatus.succeeded:
         took = ""
         if job.started_at and job.finished_at:

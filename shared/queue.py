@@ -8,6 +8,7 @@ from kombu import Queue
 from shared.config import WorkerSettings
 from shared.tasks import (
     JOB_TYPES,
+    QUEUE_BUILDS,
     QUEUE_GENERATION,
     QUEUE_TAGGING,
     QUEUE_TRAINING,
@@ -46,7 +47,7 @@ def create_celery(
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
-        task_queues=[Queue(q) for q in QUEUES],
+        task_queues=[Queue(q) for q in (*QUEUES, QUEUE_BUILDS)],
         task_default_queue=QUEUE_TAGGING,
         task_routes={
             **{jt.task: {"queue": jt.queue} for jt in JOB_TYPES.values()},

@@ -12,6 +12,10 @@ QUEUE_TAGGING = "tagging"
 QUEUE_GENERATION = "generation"
 QUEUE_TRAINING = "training"
 QUEUES = (QUEUE_TAGGING, QUEUE_GENERATION, QUEUE_TRAINING)
+# The bundled generators' first-start builds under `atelier run` (minutes each): a queue of
+# their own, with its own worker, so a tenant's training never waits behind them. Deployments
+# build them before the workers start (docker-compose's models service), so it is no worker role.
+QUEUE_BUILDS = "builds"
 
 SWEEP_TASK = "atelier.sweep_jobs"
 # Periodic tasks that enqueue training jobs; shared/queue.py holds the whole beat schedule.
@@ -43,7 +47,7 @@ TRAIN_IMAGE_GENERATOR = JobType(
     "train_image_generator", "atelier.train_image_generator", QUEUE_TRAINING
 )
 # A system job (no tenant): the suite builds a bundled generator (shared/bundled.py).
-BUILD_BUNDLED_MODEL = JobType("build_bundled_model", "atelier.build_bundled_model", QUEUE_TRAINING)
+BUILD_BUNDLED_MODEL = JobType("build_bundled_model", "atelier.build_bundled_model", QUEUE_BUILDS)
 GENERATE_TEXT = JobType("generate_text", "atelier.generate_text", QUEUE_GENERATION)
 GENERATE_IMAGES = JobType("generate_images", "atelier.generate_images", QUEUE_GENERATION)
 

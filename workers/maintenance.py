@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.jobs import sweep
-from shared.tasks import QUEUE_GENERATION, QUEUE_TAGGING, QUEUE_TRAINING, SWEEP_TASK
+from shared.tasks import (
+    QUEUE_BUILDS,
+    QUEUE_GENERATION,
+    QUEUE_TAGGING,
+    QUEUE_TRAINING,
+    SWEEP_TASK,
+)
 from workers.celery_app import app
 from workers.context import get_context
 from workers.jobs import job_gave_up
@@ -22,6 +28,7 @@ def sweep_jobs() -> dict[str, int]:
         QUEUE_GENERATION: lost,
         # Training jobs report progress at least every few minutes.
         QUEUE_TRAINING: timedelta(minutes=15),
+        QUEUE_BUILDS: timedelta(minutes=15),
     }
     # A deleter that crashed between setting a blob aside and deciding leaves it aside: put it
     # back (shared/storage.py); a minute is far longer than that decision takes.

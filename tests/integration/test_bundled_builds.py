@@ -113,7 +113,7 @@ def test_generation_answers_model_not_ready_while_the_build_is_pending(bare: Sta
         out = CliRunner().invoke(cli, ["status"], env=bare.env()).output
         assert re.search(r"text_generator +not built", out), out
         assert (
-            f"text generator: build queued for the training worker  [job {jobs['text_generator']}]"
+            f"text generator: build queued for the build worker  [job {jobs['text_generator']}]"
             in out
         )
 
@@ -156,7 +156,7 @@ def test_a_build_already_queued_or_running_is_not_enqueued_again(bare: Stack) ->
 def test_a_tiny_build_job_publishes_the_generators_which_then_serve(
     bare: Stack, tmp_path: Path
 ) -> None:
-    worker = WorkerProcess(bare, "training,generation", tmp_path / "worker.log")
+    worker = WorkerProcess(bare, "builds,generation", tmp_path / "worker.log")
     try:
         _, key = bare.new_key()
         jobs = _ensure(bare)

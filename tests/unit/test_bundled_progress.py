@@ -66,7 +66,7 @@ def test_watcher_prints_once_per_stage_and_tenth_of_progress() -> None:
         if text is not None:
             lines.append(text)
     assert lines == [
-        "text generator: build queued for the training worker",
+        "text generator: build queued for the build worker",
         "text generator: preparing data 0%",
         "text generator: training 0%",
         "text generator: training 12%",
