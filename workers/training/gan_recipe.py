@@ -29,7 +29,9 @@ class GANConfig:
     decay_from: float = 0.5  # learning rates fall linearly to 0 from this fraction of the run
     ema_decay: float = 0.99  # a few thousand steps: 0.999 would still hold the first hundreds
     class_dim: int = 32  # conditional models: size of the class embedding concatenated to z
-    cond_bn: bool = False  # conditional models: class-conditional batch norm in G instead
+    # Conditional models: class-conditional batch norm in G (True), or the class embedding
+    # concatenated to z (False), which collapsed to one image per class.
+    cond_bn: bool = True
     mean_bias: bool = False  # G adds a learned image, started at the data mean, before its tanh
     val_fraction: float = 0.1
     fid_samples: int = 500
