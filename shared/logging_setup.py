@@ -89,6 +89,12 @@ def configure_logging(log_format: Literal["json", "text"], level: str = "INFO") 
     handler._atelier = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every request at INFO; the console's in-process calls to the API and the
+    # gateway's calls to the recommender would each repeat a line the access log already has.
+    # At DEBUG they are wanted.
+    logging.getLogger("httpx").setLevel(
+        logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    )
     if log_format == "json":
         # uvicorn's own text handlers would put non-JSON lines in the stream.
         for name in ("uvicorn", "uvicorn.error"):
