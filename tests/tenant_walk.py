@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,13 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from services.gateway.main import create_app
-from services.recommender.main import create_app as create_recommender
-from shared.config import RecommenderSettings
 from shared.db.model_versions import record_version
 from shared.db.models import ContentItem, Interaction, Job, ModelVersion, Tag, Tagger, Webhook
 from shared.db.session import session_scope
@@ -33,6 +28,7 @@ from shared.model_versions import set_active_version, tagger_model_name, tenant_
 from tests.conftest import BUNDLED_MODELS, Stack
 from tests.helpers import auth, jpeg_bytes
 from tests.redis_server import RedisServer
+from tests.servers import recommender_server
 
 MARKER = "zanzibar-quokka"  # in A's texts, tags and vocabulary: must never reach B
 
@@ -47,33 +43,6 @@ class TenantA:
         """Strings that only A's data contains."""
         values = {v for vs in self.ids.values() for v in vs if v not in ("0001", "original")}
         return values - {"thumbnail"} | {self.tenant_id, MARKER}
-
-
-@contextmanager
-def recommender_server(stack: Stack) -> Iterator[str]:
-    """The recommender service on a loopback port (uvicorn in a thread); yields its URL."""
-    reco = create_recommender(
-        RecommenderSettings(
-            environment="test",
-            database_url=stack.db_url,
-            models_dir=stack.models_dir,
-            model_check_interval_s=0.0,
-        )
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(reco, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not (server.started and server.servers):
-        assert time.monotonic() < deadline, "the recommender did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from tests.integration.test_faults import FAST_RESCUE, FaultStack, final, wait_f
 from tests.integration.test_redis_faults import private_models, start_beat, stop_proc
 from tests.pg_server import PostgresServer, unavailable_reason
 from tests.redis_server import RedisServer
-from tests.tenant_walk import recommender_server
+from tests.servers import recommender_server
 
 pytestmark = [pytest.mark.integration]
 _WHY_NOT = unavailable_reason()

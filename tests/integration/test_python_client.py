@@ -10,25 +10,20 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from atelier_client import AsyncAtelier, Atelier, NotFound, Unauthorized
 from PIL import Image
 from skimage import data
 from typer.testing import CliRunner
 
 from services.gateway.main import create_app
-from services.recommender.main import create_app as create_recommender
-from shared.config import RecommenderSettings
 from suite.cli import app as cli
 from tests.conftest import Stack, WorkerProcess
+from tests.servers import recommender_server, serve
 
 pytestmark = pytest.mark.integration
 
@@ -40,36 +35,9 @@ PHOTOS = {
 }
 
 
-@contextmanager
-def serve(app: Any, *, lifespan: str) -> Iterator[str]:
-    """``app`` on a free loopback port, in a thread; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not (server.started and server.servers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
 @pytest.fixture
 def base_url(stack: Stack, worker: WorkerProcess) -> Iterator[str]:
-    reco = create_recommender(
-        RecommenderSettings(
-            environment="test",
-            database_url=stack.db_url,
-            models_dir=stack.models_dir,
-            model_check_interval_s=0.0,
-        )
-    )
-    with serve(reco, lifespan="off") as reco_url:
+    with recommender_server(stack) as reco_url:
         gateway = create_app(stack.gateway_settings(recommender_url=reco_url))
         with serve(gateway, lifespan="on") as url:
             yield url

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,20 +17,18 @@ import httpx
 import numpy as np
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from services.gateway.interactions import ingest as ingest_events
 from services.gateway.main import create_app
 from services.gateway.recommender_client import RecommenderClient
-from services.recommender.main import create_app as create_recommender
-from shared.config import RecommenderSettings
 from shared.db.models import ContentItem, Embedding, Interaction, Tag
 from shared.db.session import session_scope
 from shared.schemas.recommendations import DEFAULT_EVENT_WEIGHTS
 from tests.conftest import REDIS_SERVER, Stack, WorkerProcess
 from tests.helpers import auth, wait_job
+from tests.servers import recommender_server
 
 pytestmark = pytest.mark.integration
 
@@ -61,30 +58,10 @@ def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 
 @pytest.fixture
 def client(stack: Stack, worker: WorkerProcess) -> Iterator[TestClient]:
-    reco = create_recommender(
-        RecommenderSettings(
-            environment="test",
-            database_url=stack.db_url,
-            models_dir=stack.models_dir,
-            model_check_interval_s=0.0,
-        )
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(reco, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not (server.started and server.servers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    settings = stack.gateway_settings(recommender_url=f"http://127.0.0.1:{port}")
-    try:
+    with recommender_server(stack) as reco_url:
+        settings = stack.gateway_settings(recommender_url=reco_url)
         with TestClient(create_app(settings)) as c:
             yield c
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def planted_events(held_out: str = "c0-8") -> list[dict[str, Any]]:
