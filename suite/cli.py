@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -125,32 +126,15 @@ def run(
 
 
 @app.command("status")
-def status() -> None:
-    """Active versions of the bundled models, and their builds under way with progress."""
-    from shared.bundled import GENERATORS, describe, pending_build
-    from shared.db.session import session_scope
-    from shared.model_versions import active_version
-    from suite.supervisor import SERVING_MODELS
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON, for scripts")] = False,
+) -> None:
+    """Queues, the workers that answer, jobs by state, the bundled models' versions and their
+    builds under way with progress."""
+    from suite.status import collect, render
 
-    settings = _settings()
-    base = settings.models_dir
-    # Bundled models only: tenants' own ones are named `<base>__<tenant>` or `tagger_...`, and
-    # `recommender/` holds per-tenant directories.
-    extra = sorted(
-        d.name
-        for d in (base.iterdir() if base.is_dir() else [])
-        if d.is_dir() and "__" not in d.name and not d.name.startswith((".", "tagger_"))
-    )
-    names = [*SERVING_MODELS, *GENERATORS]
-    names += [n for n in extra if n not in names and active_version(base, n) is not None]
-    typer.echo(f"models in {base}:")
-    with session_scope(settings.sqlalchemy_url) as session:
-        for name in names:
-            typer.echo(f"  {name:<20} {active_version(base, name) or 'not built'}")
-        building = [j for j in (pending_build(session, m) for m in GENERATORS) if j is not None]
-        typer.echo("builds under way:" if building else "no builds under way")
-        for job in building:
-            typer.echo(f"  {describe(job)}  [job {job.id}]")
+    report = collect(_settings())
+    typer.echo(json.dumps(report, indent=2) if as_json else render(report))
 
 
 models_app = typer.Typer(

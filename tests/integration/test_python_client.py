@@ -181,6 +181,13 @@ def test_cli_imports_resume_and_train(
 
     res = runner.invoke(cli, ["status"], env=stack.env())
     assert res.exit_code == 0 and "models in" in res.output
+    # The operator's view: the worker this test runs answers, the jobs above are counted.
+    res = runner.invoke(cli, ["status", "--json"], env=stack.env())
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["workers"]["answering"], report["workers"]
+    assert report["jobs"].get("succeeded", 0) >= len(jobs)
+    assert set(report["queues"]["lengths"]) >= {"tagging", "generation", "training", "builds"}
 
 
 def test_async_client_smoke(base_url: str, stack: Stack, photos: Path) -> None:
