@@ -134,6 +134,11 @@ def test_conditional_batch_norm_generator_uses_label_and_z(tmp_path: Path) -> No
     assert gan.export_onnx(g, tmp_path / "g.onnx") < 1e-4
     with pytest.raises(ValueError, match="label"):
         g(z)
+    # The upsampling last layer (an option) exports too, conditional or not.
+    for classes in (0, 3):
+        up = gan_models.Generator(16, 8, num_classes=classes, cond_bn=True, upsample_rgb=True)
+        up.apply(gan_models.init_weights)
+        assert gan.export_onnx(up, tmp_path / f"up{classes}.onnx") < 1e-4
 
 
 def test_projection_discriminator_uses_the_label() -> None:

@@ -195,6 +195,7 @@ def train_image_generator(
         cfg.class_dim,
         train.mean(0) if cfg.mean_bias else None,
         cond_bn=cfg.cond_bn,
+        upsample_rgb=cfg.upsample_rgb,
     )
     disc = Discriminator(cfg.ndf, cfg.spectral_norm, len(names))
     gen.apply(init_weights)

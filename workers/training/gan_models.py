@@ -50,6 +50,7 @@ class Generator(nn.Module):
         class_dim: int = 32,
         mean_image: torch.Tensor | None = None,
         cond_bn: bool = False,
+        upsample_rgb: bool = False,
     ):
         super().__init__()
         self.latent = latent
@@ -65,17 +66,25 @@ class Generator(nn.Module):
         norms: list[nn.Module] = [
             CondBatchNorm(w, num_classes) if self.cond_bn else nn.BatchNorm2d(w) for w in widths
         ]
+        # The last layer: a strided transposed convolution, or nearest upsampling + 3x3
+        # convolution (upsample_rgb), which cannot leave the transposed convolution's
+        # checkerboard of dots on the white ground.
+        to_rgb: nn.Module = nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False)
+        if upsample_rgb:
+            to_rgb = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ngf, 3, 3, 1, 1, bias=False)
+            )
         if self.cond_bn:
             self.convs = nn.ModuleList(convs)
             self.norms = nn.ModuleList(norms)
-            self.to_rgb = nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False)
+            self.to_rgb = to_rgb
         else:
             # The unconditional layout keeps its state-dict keys (net.N), so published
             # checkpoints and resumable training runs still load.
             layers: list[nn.Module] = []
             for conv, norm in zip(convs, norms, strict=True):
                 layers += [conv, norm, nn.ReLU(True)]
-            self.net = nn.Sequential(*layers, nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False))
+            self.net = nn.Sequential(*layers, to_rgb)
         # A learned per-pixel bias before the tanh, started at the training images' mean: the
         # white ground and centred shape are there from step 0 instead of learned first.
         self.bias = None

@@ -32,6 +32,7 @@ class GANConfig:
     # Conditional models: class-conditional batch norm in G (True), or the class embedding
     # concatenated to z (False), which collapsed to one image per class.
     cond_bn: bool = True
+    upsample_rgb: bool = False  # G's last layer: upsample + 3x3 conv, not a transposed conv
     mean_bias: bool = False  # G adds a learned image, started at the data mean, before its tanh
     val_fraction: float = 0.1
     fid_samples: int = 500
