@@ -7,12 +7,11 @@ from kombu import Queue
 
 from shared.config import WorkerSettings
 from shared.tasks import (
+    ALL_QUEUES,
     JOB_TYPES,
-    QUEUE_BUILDS,
     QUEUE_GENERATION,
     QUEUE_TAGGING,
     QUEUE_TRAINING,
-    QUEUES,
     RETRAIN_INTERVAL_S,
     RETRAIN_TAGGERS_TASK,
     SCHEDULE_RECOMMENDERS_TASK,
@@ -47,7 +46,7 @@ def create_celery(
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
-        task_queues=[Queue(q) for q in (*QUEUES, QUEUE_BUILDS)],
+        task_queues=[Queue(q) for q in ALL_QUEUES],
         task_default_queue=QUEUE_TAGGING,
         task_routes={
             **{jt.task: {"queue": jt.queue} for jt in JOB_TYPES.values()},

@@ -16,6 +16,9 @@ QUEUES = (QUEUE_TAGGING, QUEUE_GENERATION, QUEUE_TRAINING)
 # their own, with its own worker, so a tenant's training never waits behind them. Deployments
 # build them before the workers start (docker-compose's models service), so it is no worker role.
 QUEUE_BUILDS = "builds"
+# Every queue a message can be sent to: what Celery declares, `atelier run` consumes and
+# `atelier status` counts.
+ALL_QUEUES = (*QUEUES, QUEUE_BUILDS)
 
 SWEEP_TASK = "atelier.sweep_jobs"
 # Periodic tasks that enqueue training jobs; shared/queue.py holds the whole beat schedule.

@@ -18,7 +18,7 @@ from shared.config import CommonSettings, WorkerSettings
 from shared.db.models import Job
 from shared.db.session import session_scope
 from shared.model_versions import active_version
-from shared.tasks import QUEUE_BUILDS, QUEUES
+from shared.tasks import ALL_QUEUES
 
 # A worker that does not answer a ping within this is reported as not answering.
 PING_TIMEOUT_S = 1.0
@@ -44,7 +44,7 @@ def _queues(redis_url: str) -> dict[str, Any]:
             redis_url, socket_connect_timeout=PING_TIMEOUT_S, socket_timeout=PING_TIMEOUT_S
         )
         # Celery's Redis transport keeps each queue's waiting messages in a list of its name.
-        return {"lengths": {q: int(client.llen(q)) for q in (*QUEUES, QUEUE_BUILDS)}}
+        return {"lengths": {q: int(client.llen(q)) for q in ALL_QUEUES}}
     except redis.RedisError as exc:
         return {"error": f"Redis at {redis_url} did not answer: {exc}"}
 

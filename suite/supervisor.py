@@ -30,7 +30,7 @@ from shared.db.migrate import upgrade
 from shared.db.session import session_scope
 from shared.jobs import forget_publications
 from shared.model_versions import active_version
-from shared.tasks import QUEUE_BUILDS, QUEUE_TAGGING, QUEUES
+from shared.tasks import ALL_QUEUES, QUEUE_TAGGING
 
 # Built before anything starts: tagging needs them and they take seconds. The generators
 # (shared.bundled.GENERATORS) take minutes and are built by the running suite instead.
@@ -260,7 +260,7 @@ class Supervisor:
         )  # fmt: skip
         # The builds queue gets a worker of its own: the first-start generator builds then run
         # beside, not ahead of, a tenant's training jobs.
-        for queue in (*QUEUES, QUEUE_BUILDS):
+        for queue in ALL_QUEUES:
             self.spawn(
                 f"worker:{queue}",
                 # --quiet: no banner; the console is for what a person needs to read.
