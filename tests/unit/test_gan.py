@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from workers.generation.image import ImageGenerator  # noqa: E402
-from workers.training import gan, gan_metrics, gan_models  # noqa: E402
+from workers.training import gan, gan_metrics, gan_models, gan_modes  # noqa: E402
 from workers.training.build.image_generator import (  # noqa: E402
     TAGS,
     load_openmoji_tagged,
@@ -205,3 +205,80 @@ def test_openmoji_tags() -> None:
     assert openmoji_tag(Path("1F34E.svg")) == "object"
     assert openmoji_tag(Path("E000.svg")) == "extra"
     assert set(TAGS) == {"face", "person", "flag", "symbol", "object", "extra"}
+
+
+def test_minibatch_std_channel_measures_the_batch_spread() -> None:
+    same = torch.ones(8, 4, 2, 2)
+    spread = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 4, 2, 2)
+    flat = gan_models.minibatch_std(same)
+    varied = gan_models.minibatch_std(spread)
+    assert flat.shape == varied.shape == (8, 5, 2, 2)
+    assert torch.equal(flat[:, :4], same)
+    assert flat[:, 4].max() < 1e-3  # identical images: no spread for D to see
+    assert varied[:, 4].min() > 1.0
+    # A batch that does not split into groups of 4 is one group.
+    assert gan_models.minibatch_std(torch.rand(3, 4, 2, 2)).shape == (3, 5, 2, 2)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "off"])
+def test_recipe_options_train_and_export(tmp_path: Path, tagged_icons: Any, amp: str) -> None:
+    cfg = gan.GANConfig(
+        ngf=8, ndf=8, batch_size=8, fid_samples=16, eval_samples=8, amp=amp, mbstd=True,
+        feature_match=1.0, channels_last=amp == "bf16",
+    )  # fmt: skip
+    m = gan.train_image_generator(tagged_icons[0], tmp_path, "ig", "1", steps=4, config=cfg)
+    assert m.metrics["steps"] == 4 and np.isfinite(m.metrics["fid"])
+    assert m.metrics["onnx_max_abs_diff"] < 1e-4  # exported from float32 weights either way
+    images = ImageGenerator(tmp_path / "ig" / "1").generate(2, seed=1)
+    assert len(images) == 2 and images[0].size == (64, 64)
+
+
+def test_unknown_precision_is_refused(tmp_path: Path, tagged_icons: Any) -> None:
+    with pytest.raises(ValueError, match="amp"):
+        gan.train_image_generator(
+            tagged_icons[0], tmp_path, "ig", "1", steps=1, config=gan.GANConfig(amp="fp8")
+        )
+
+
+def test_modes_split_each_tag_into_thumbnail_clusters() -> None:
+    # Tag 0: 8 red and 8 blue images; tag 1: 8 green ones. Four modes shared out by size.
+    colours = [(1.0, -1.0, -1.0)] * 8 + [(-1.0, -1.0, 1.0)] * 8 + [(-1.0, 1.0, -1.0)] * 8
+    images = torch.tensor(colours).view(24, 3, 1, 1).expand(24, 3, 64, 64).clone()
+    images += 0.01 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    tags = torch.tensor([0] * 16 + [1] * 8)
+    modes, mode_tag = gan_modes.split_modes(images, tags, 4, seed=0)
+    assert mode_tag == [0, 0, 0, 1]  # 16/24 of 4 modes -> 3 for tag 0, 1 for tag 1
+    # Each mode holds images of one tag, and of one colour: no mode mixes red and blue.
+    for m in range(4):
+        assert {int(t) for t in tags[modes == m]} == {mode_tag[m]}
+        members = (modes == m).nonzero().view(-1)
+        assert (members < 8).all() or (members >= 8).all()
+    # Few images: at most one mode per 4 images, at least one per tag; untagged is one tag.
+    few, few_tags = gan_modes.split_modes(images[:8], None, 10, seed=0)
+    assert few_tags == [0, 0] and set(few.tolist()) <= {0, 1}
+    with pytest.raises(ValueError):
+        gan_modes.split_modes(images, tags, 0, seed=0)
+
+
+def test_self_conditioned_model_draws_modes_of_the_asked_tag(
+    tmp_path: Path, tagged_icons: Any
+) -> None:
+    images, _ = tagged_icons
+    labels = [0] * 12 + [1] * 12
+    cfg = gan.GANConfig(ngf=8, ndf=8, batch_size=8, fid_samples=16, eval_samples=8, mode_size=4)
+    m = gan.train_image_generator(
+        images, tmp_path, "mg", "1", steps=2, labels=labels, label_names=["a", "b"], config=cfg
+    )
+    modes = m.preprocessing["modes"]
+    assert m.preprocessing["tags"] == ["a", "b"]
+    assert len(modes["tag"]) == len(modes["counts"]) >= 2 and set(modes["tag"]) == {0, 1}
+    assert any("preprocessing.modes" in i for i in m.inputs)
+    gen = ImageGenerator(tmp_path / "mg" / "1")
+    of_b = {i for i, t in enumerate(modes["tag"]) if t == 1}
+    assert set(gen.labels(32, seed=3, tag="b").tolist()) <= of_b
+    drawn = gen.labels(64, seed=3)
+    assert drawn is not None and len(set(drawn.tolist())) > 1  # untagged: any mode
+    assert gen.labels(3, seed=3).tolist() == drawn[:3].tolist()  # prefix property
+    assert len(gen.generate(2, seed=1, tag="a")) == 2
+    with pytest.raises(ValueError, match="unknown tag"):
+        gen.generate(1, seed=1, tag="zebra")

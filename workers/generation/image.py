@@ -9,6 +9,11 @@ A model trained with tags (its manifest lists them under ``preprocessing.tags``)
 index per latent: ``generate(..., tag="face")`` uses that tag for every image; without a tag,
 image ``i`` gets one drawn from ``default_rng([s, i, 1])`` with the training frequencies, so the
 prefix property holds for tags too. A model trained without tags refuses a tag (ValueError).
+
+A self-conditioned model (``preprocessing.modes``: the tag of each mode and its training count)
+takes a mode per latent instead: image ``i`` gets a mode drawn from the same
+``default_rng([s, i, 1])`` with the training frequencies, among the asked tag's modes or,
+without a tag, among all of them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ class ImageGenerator(InferenceModel):
         self.tags: list[str] = [str(t) for t in pre.get("tags") or []]
         counts = np.asarray(pre.get("tag_counts") or [1] * len(self.tags), np.float64)
         self._tag_p = counts / counts.sum() if self.tags else counts
+        modes = pre.get("modes")
+        self._mode_tag = np.asarray(modes["tag"], np.int64) if modes else None
+        self._mode_counts = np.asarray(modes["counts"], np.float64) if modes else None
 
     def _predict(self, n: int, **kwargs: Any) -> list[Image.Image]:
         return self.generate(n, **kwargs)
@@ -56,22 +64,42 @@ class ImageGenerator(InferenceModel):
 
     def labels(self, n: int, *, seed: int, tag: str | None = None) -> np.ndarray | None:
         """``label[n]`` int64 for a model trained with tags (None for one without): the index
-        of ``tag``, or per image a tag drawn with the training frequencies."""
+        of ``tag``, or per image a tag drawn with the training frequencies; for a self-conditioned
+        model, per image a mode of ``tag`` (of any tag without one)."""
+        if self._mode_tag is not None:
+            return self._mode_labels(n, seed, tag)
+        if tag is not None:
+            self._check_tag(tag)
         if not self.tags:
-            if tag is not None:
-                raise ValueError(
-                    f"{self.ref} was trained without tags, so it cannot generate tag {tag!r}"
-                )
             return None
         if tag is not None:
-            if tag not in self.tags:
-                raise ValueError(f"unknown tag {tag!r} for {self.ref}; it knows {self.tags}")
             return np.full(n, self.tags.index(tag), np.int64)
         return np.array(
             [np.random.default_rng([seed, i, 1]).choice(len(self.tags), p=self._tag_p)
              for i in range(n)],
             np.int64,
         )  # fmt: skip
+
+    def _mode_labels(self, n: int, seed: int, tag: str | None) -> np.ndarray:
+        assert self._mode_tag is not None and self._mode_counts is not None
+        modes = np.arange(len(self._mode_tag))
+        if tag is not None:
+            self._check_tag(tag)
+            modes = modes[self._mode_tag == self.tags.index(tag)]
+            if not len(modes):
+                raise ValueError(f"{self.ref} saw no images of tag {tag!r} in training")
+        p = self._mode_counts[modes] / self._mode_counts[modes].sum()
+        return np.array(
+            [np.random.default_rng([seed, i, 1]).choice(modes, p=p) for i in range(n)], np.int64
+        )
+
+    def _check_tag(self, tag: str) -> None:
+        if not self.tags:
+            raise ValueError(
+                f"{self.ref} was trained without tags, so it cannot generate tag {tag!r}"
+            )
+        if tag not in self.tags:
+            raise ValueError(f"unknown tag {tag!r} for {self.ref}; it knows {self.tags}")
 
     def run(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
         """Raw model: ``z[batch, latent]`` (+ ``label[batch]`` for a model with tags) ->

@@ -2,7 +2,8 @@
 ``image_generator``, optionally conditioned on a tag per image.
 
 The recipe is tuned for minutes of CPU, where the number of updates is what runs out:
-DCGAN networks (batch norm in both, non-saturating loss), batch 16, learning rates 1e-3 that
+DCGAN networks (batch norm in both, non-saturating loss) run in bfloat16 where the CPU has it,
+conditioned on self-conditioning modes (``gan_modes``), batch 16, learning rates 1e-3 that
 decay linearly to 0 over the second half of whichever limit (steps or seconds) ends first,
 DiffAugment colour + translation + cutout on real and fake images (the discriminator otherwise
 memorises the few thousand images and the run stalls), an exponential moving average (EMA) of
@@ -10,8 +11,8 @@ the generator, and the best EMA of a few scored points of the run exported, sinc
 does not rise monotonically. Spectral norm + hinge loss is an option;
 ``docs/image-generator.md`` has the measurements behind each choice.
 
-Networks and augmentation are in ``gan_models``, the quality measures in ``gan_metrics``, the
-ONNX export in ``gan_export``.
+The config and one training step are in ``gan_recipe``, networks and augmentation in
+``gan_models``, the quality measures in ``gan_metrics``, the ONNX export in ``gan_export``.
 """
 
 from __future__ import annotations
@@ -49,17 +50,24 @@ from workers.training.gan_metrics import (
     sample,
 )
 from workers.training.gan_models import (
-    AUGMENTS,
     Discriminator,
     Generator,
-    augment,
     images_to_tensor,
     init_weights,
     random_flip,
     tensor_to_images,
+    to_channels_last,
     translate,
 )
-from workers.training.gan_recipe import GANConfig, d_loss, g_loss, heldout_split, lr_scale
+from workers.training.gan_modes import split_modes
+from workers.training.gan_recipe import (
+    GANConfig,
+    amp_enabled,
+    check_inputs,
+    heldout_split,
+    lr_scale,
+    train_step,
+)
 from workers.training.schedule import Schedule
 
 __all__ = [
@@ -101,35 +109,6 @@ def _fingerprint(
     return h.hexdigest()
 
 
-def _check(
-    cfg: GANConfig,
-    steps: int | None,
-    budget_s: float | None,
-    n_images: int,
-    labels: Sequence[int] | None,
-    label_names: Sequence[str] | None,
-) -> None:
-    if steps is None and budget_s is None:
-        raise ValueError("give steps, budget_s or both")
-    if steps is not None and steps < 1:
-        raise ValueError("steps must be >= 1")
-    if budget_s is not None and budget_s <= 0:
-        raise ValueError("budget_s must be positive")
-    if cfg.loss not in ("hinge", "bce"):
-        raise ValueError("loss must be 'hinge' or 'bce'")
-    if unknown := set(filter(None, cfg.augment.split(","))) - set(AUGMENTS):
-        raise ValueError(f"unknown augmentations {sorted(unknown)}; known: {AUGMENTS}")
-    if n_images < 4:
-        raise ValueError("need at least 4 images (some are held out for the quality metric)")
-    if labels is not None:
-        if len(labels) != n_images:
-            raise ValueError(f"{len(labels)} labels for {n_images} images")
-        if not label_names or len(set(label_names)) != len(label_names):
-            raise ValueError("labels need label_names, one distinct name per label index")
-        if min(labels) < 0 or max(labels) >= len(label_names):
-            raise ValueError(f"labels must be in 0..{len(label_names) - 1}")
-
-
 def train_image_generator(
     images: Sequence[Image.Image],
     models_dir: Path,
@@ -167,7 +146,7 @@ def train_image_generator(
     selection evaluations, not the final metrics or the export.
     """
     cfg = config or GANConfig()
-    _check(cfg, steps, budget_s, len(images), labels, label_names)
+    check_inputs(cfg, steps, budget_s, len(images), labels, label_names)
     progress = progress or (lambda _: None)
     should_stop = should_stop or (lambda: False)
     if threads:
@@ -184,6 +163,12 @@ def train_image_generator(
     heldout, train = data[val_idx], data[train_idx]
     y_val = y_all[val_idx] if y_all is not None else None
     y_train = y_all[train_idx] if y_all is not None else None
+    # The networks' classes: the tags, or with ``cfg.mode_size`` clusters within them
+    # (self-conditioning, gan_modes).
+    y_cls, mode_tag = y_train, None
+    if cfg.mode_size and (n_modes := len(train) // cfg.mode_size) >= 2:
+        y_cls, mode_tag = split_modes(train, y_train, n_modes, cfg.seed)
+    n_classes = len(mode_tag) if mode_tag is not None else len(names)
     fingerprint = _fingerprint(data, y_all, cfg, steps, budget_s)
     schedule = Schedule(steps, budget_s)
 
@@ -191,15 +176,19 @@ def train_image_generator(
     gen = Generator(
         cfg.latent,
         cfg.ngf,
-        len(names),
+        n_classes,
         cfg.class_dim,
         train.mean(0) if cfg.mean_bias else None,
         cond_bn=cfg.cond_bn,
         upsample_rgb=cfg.upsample_rgb,
     )
-    disc = Discriminator(cfg.ndf, cfg.spectral_norm, len(names))
+    disc = Discriminator(cfg.ndf, cfg.spectral_norm, n_classes, cfg.mbstd)
     gen.apply(init_weights)
     disc.apply(init_weights)
+    if cfg.channels_last:
+        to_channels_last(gen, disc)
+        train = train.contiguous(memory_format=torch.channels_last)
+    use_amp = amp_enabled(cfg)
     ema = copy.deepcopy(gen).eval()
     betas = (cfg.beta1, cfg.beta2)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=betas)
@@ -262,7 +251,7 @@ def train_image_generator(
     def evaluate(fraction: float) -> None:
         nonlocal best
         fid = frechet_distance(
-            features_of(feature_fn, sample(ema, n_select, y_train, cfg.seed + 5, cfg.latent))[0],
+            features_of(feature_fn, sample(ema, n_select, y_cls, cfg.seed + 5, cfg.latent))[0],
             select_ref[0],
         )
         if all(fid < h["fid_vs_train"] for h in history):
@@ -298,27 +287,13 @@ def train_image_generator(
         real = random_flip(train[idx], g)
         z = torch.randn(bs, cfg.latent, generator=g)
         y_real = y_fake = None
-        if y_train is not None:
+        if y_cls is not None:
             # Fake labels follow the training set's label frequencies.
-            y_real = y_train[idx]
-            y_fake = y_train[torch.randint(0, len(train), (bs,), generator=g)]
-        fake = gen(z, y_fake)
-
-        def aug(x: torch.Tensor, g: torch.Generator = g) -> torch.Tensor:
-            return augment(x, policy, cfg.translation, cfg.cutout, g)
-
-        d_real = disc(aug(real), y_real)
-        d_fake = disc(aug(fake.detach()), y_fake)
-        loss_d = d_loss(cfg, d_real, d_fake)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-
-        loss_g = g_loss(cfg, disc(aug(fake), y_fake))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-
+            y_real = y_cls[idx]
+            y_fake = y_cls[torch.randint(0, len(train), (bs,), generator=g)]
+        losses = train_step(
+            cfg, gen, disc, opt_g, opt_d, real, z, y_real, y_fake, g, policy, amp=use_amp
+        )
         with torch.no_grad():
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA tracks G
             for pe, p in zip(ema.parameters(), gen.parameters(), strict=True):
@@ -327,9 +302,8 @@ def train_image_generator(
                 be.copy_(b)
         step += 1
         n_sums += 1
-        for key, v in (("d_loss", loss_d), ("g_loss", loss_g), ("d_real", d_real.mean()),
-                       ("d_fake", d_fake.mean())):  # fmt: skip
-            sums[key] += v.item()
+        for key, v in losses.items():
+            sums[key] += v
         fraction = schedule.fraction(step, running())
         if step % log_every == 0 or fraction >= 1.0:
             progress(
@@ -359,7 +333,10 @@ def train_image_generator(
     ema.load_state_dict(best)
     quality = quality_metrics(
         ema, train, heldout, feature_fn, min(cfg.fid_samples, 10 * len(heldout)), cfg.seed,
-        train_labels=y_train, heldout_labels=y_val, label_names=names,
+        train_labels=y_cls, heldout_labels=y_val, label_names=names,
+        tag_pools=None if y_train is None or y_cls is None else [
+            y_cls[y_train == k] for k in range(len(names))
+        ],
     )  # fmt: skip
     best_at = min(range(len(history)), key=lambda i: history[i]["fid_vs_train"])
     steps_per_epoch = max(1, len(train) / bs)
@@ -389,9 +366,13 @@ def train_image_generator(
         "threads": torch.get_num_threads(),
     }
     progress({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
+    mode_counts = None
+    if mode_tag is not None and y_cls is not None:
+        mode_counts = torch.bincount(y_cls, minlength=n_classes).tolist()
     weights = torch.bincount(y_all, minlength=len(names)).tolist() if y_all is not None else []
     manifest = export_image_generator(
         ema, cfg, models_dir, name, version, metrics=metrics, tags=names, tag_counts=weights,
+        modes=mode_tag, mode_counts=mode_counts,
         license=license, attribution=attribution, extra=extra, overwrite=overwrite,
     )  # fmt: skip
     if ckpt_path is not None:

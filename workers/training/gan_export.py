@@ -61,6 +61,8 @@ def export_image_generator(
     metrics: dict[str, Any],
     tags: Sequence[str] = (),
     tag_counts: Sequence[int] = (),
+    modes: Sequence[int] | None = None,
+    mode_counts: Sequence[int] | None = None,
     license: str = "",
     attribution: str = "",
     extra: dict[str, Any] | None = None,
@@ -77,12 +79,24 @@ def export_image_generator(
             "output_range": [-1.0, 1.0],
         }
         if tags:
-            inputs.append(f"label[batch] int64, index into preprocessing.tags (0..{len(tags) - 1})")
             # Serving draws a tag for an untagged request with the training frequencies.
             preprocessing |= {"tags": list(tags), "tag_counts": list(tag_counts)}
+        if modes is not None:
+            # Self-conditioning (gan_modes): the label is a mode; serving draws one of the
+            # asked tag's modes (any mode for an untagged request) with these frequencies.
+            n = len(modes)
+            inputs.append(f"label[batch] int64, index into preprocessing.modes (0..{n - 1})")
+            preprocessing["modes"] = {"tag": list(modes), "counts": list(mode_counts or [1] * n)}
+        elif tags:
+            inputs.append(f"label[batch] int64, index into preprocessing.tags (0..{len(tags) - 1})")
         architecture = "DCGAN generator (EMA)"
-        if tags:
-            architecture += ", class embedding concatenated to z; projection discriminator"
+        if generator.num_classes:
+            architecture += (
+                ", class-conditional batch norm" if generator.cond_bn
+                else ", class embedding concatenated to z"
+            ) + "; projection discriminator"  # fmt: skip
+            if modes is not None:
+                architecture += f"; conditioned on {len(modes)} self-conditioning modes"
         manifest = Manifest(
             name=name,
             version=version,

@@ -187,10 +187,14 @@ def quality_metrics(
     train_labels: torch.Tensor | None = None,
     heldout_labels: torch.Tensor | None = None,
     label_names: Sequence[str] = (),
+    tag_pools: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """FID, precision/recall and concept share of generated images against the held-out ones,
     next to the same figures for uniform noise, per-pixel Gaussians fitted to the training
-    images, and real training images (the floor); per tag for a conditional generator."""
+    images, and real training images (the floor); per tag for a conditional generator.
+    ``train_labels`` are the generator's classes of the training images; ``tag_pools[k]`` the
+    classes to draw from for tag ``k`` (default: class ``k``; a model with modes draws
+    among the modes of the tag)."""
     g = torch.Generator().manual_seed(seed + 7)
     latent = generator.latent
     fake = sample(generator, n, train_labels, seed + 11, latent)
@@ -207,9 +211,11 @@ def quality_metrics(
         **set_metrics(features_of(features, train[pick]), ref, prefix="_real_train"),
     }
     if generator.num_classes and train_labels is not None and heldout_labels is not None:
-        out["per_tag"] = _per_tag(
-            generator, fake_f, ref, features, heldout_labels, label_names, seed
-        )
+        pools = list(tag_pools) if tag_pools is not None else [
+            torch.full((1,), k, dtype=torch.long) for k in range(len(label_names))
+        ]  # fmt: skip
+        out["per_tag"] = _per_tag(generator, fake_f, ref, features, heldout_labels, label_names,
+                                  pools, seed)  # fmt: skip
     return out
 
 
@@ -220,6 +226,7 @@ def _per_tag(
     features: FeatureFn,
     heldout_labels: torch.Tensor,
     label_names: Sequence[str],
+    pools: Sequence[torch.Tensor],
     seed: int,
 ) -> list[dict[str, Any]]:
     """Per tag: FID of images generated with that tag, and of as many images generated with
@@ -229,11 +236,12 @@ def _per_tag(
     rows = []
     for k, name in enumerate(label_names):
         mask = (heldout_labels == k).numpy()
-        if mask.sum() < MIN_TAG_HELDOUT:
+        if mask.sum() < MIN_TAG_HELDOUT or not len(pools[k]):
             continue
         tag_ref = ref[0][mask]
-        pool = torch.full((1,), k, dtype=torch.long)
-        own = features_of(features, sample(generator, n, pool, seed + 101 + k, generator.latent))
+        own = features_of(
+            features, sample(generator, n, pools[k], seed + 101 + k, generator.latent)
+        )
         rows.append(
             {
                 "tag": name,

@@ -109,8 +109,11 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, ndf: int = 32, spectral: bool = True, num_classes: int = 0):
+    def __init__(
+        self, ndf: int = 32, spectral: bool = True, num_classes: int = 0, mbstd: bool = False
+    ):
         super().__init__()
+        self.mbstd = mbstd
 
         def sn(m: nn.Module) -> nn.Module:
             return nn.utils.spectral_norm(m) if spectral else m
@@ -136,7 +139,7 @@ class Discriminator(nn.Module):
             norm(ndf * 8),
             act,
         )
-        self.out = conv(ndf * 8, 1, 1, 0)
+        self.out = conv(ndf * 8 + int(mbstd), 1, 1, 0)
         # Spectral norm on the class embedding even when D uses batch norm: an unbounded
         # projection dwarfs the unconditional score within a hundred steps at lr 1e-3.
         self.project = None
@@ -144,13 +147,37 @@ class Discriminator(nn.Module):
             self.project = nn.utils.spectral_norm(nn.Embedding(num_classes, ndf * 8))
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.score_and_features(x, label)[0]
+
+    def score_and_features(
+        self, x: torch.Tensor, label: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The score per image and the last features, pooled (``[n, 8 * ndf]``)."""
         h = self.features(x)
-        score = self.out(h).view(-1)
+        pooled = h.mean((2, 3))
+        score = self.out(minibatch_std(h) if self.mbstd else h).view(-1)
         if self.project is not None:
             if label is None:
                 raise ValueError("a conditional discriminator needs a label per image")
-            score = score + (self.project(label) * h.mean((2, 3))).sum(1)
-        return score
+            score = score + (self.project(label) * pooled).sum(1)
+        return score, pooled
+
+
+def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """``h`` with one more channel: the features' standard deviation across groups of
+    ``group`` images (ProGAN), so D can see a batch whose images are too alike."""
+    b, c, hh, ww = h.shape
+    g = group if b % group == 0 else 1
+    y = h.float().view(g, b // g, c, hh, ww)
+    y = (y.var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # one figure per group
+    y = y.view(1, b // g, 1, 1, 1).expand(g, -1, 1, hh, ww).reshape(b, 1, hh, ww)
+    return torch.cat([h, y.to(h.dtype)], 1)
+
+
+def to_channels_last(*modules: nn.Module) -> None:
+    """NHWC weights: the layout oneDNN's CPU convolutions run fastest in."""
+    for m in modules:
+        m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
 
 
 def init_weights(m: nn.Module) -> None:

@@ -3,12 +3,13 @@ has the measurements behind each default)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-from workers.training.gan_models import LATENT
+from workers.training.gan_models import AUGMENTS, LATENT, Discriminator, Generator, augment
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,57 @@ class GANConfig:
     # Conditional models: class-conditional batch norm in G (True), or the class embedding
     # concatenated to z (False), which collapsed to one image per class.
     cond_bn: bool = True
-    upsample_rgb: bool = False  # G's last layer: upsample + 3x3 conv, not a transposed conv
+    # Self-conditioning (gan_modes): condition on thumbnail clusters within the tags, one per
+    # about this many training images, instead of on the tags themselves; 0 = off.
+    mode_size: int = 48
+    mbstd: bool = False  # D sees the batch's feature spread (ProGAN's minibatch stddev)
+    feature_match: float = 0.0  # weight of feature matching (D's pooled features) in G's loss
+    upsample_rgb: bool = True  # G's last layer: upsample + 3x3 conv, not a transposed conv
     mean_bias: bool = False  # G adds a learned image, started at the data mean, before its tanh
+    # Mixed precision: "bf16" runs the networks' forward passes under bfloat16 autocast (the
+    # weights, optimiser and EMA stay float32), "off" in float32, "auto" bf16 where the CPU has
+    # native bfloat16 (AVX512-BF16 or AMX), where it is much faster; elsewhere bf16 is emulated.
+    amp: str = "auto"
+    channels_last: bool = True  # NHWC tensors: the layout oneDNN's convolutions run fastest in
     val_fraction: float = 0.1
     fid_samples: int = 500
     eval_samples: int = 256  # per selection point; against as many training images
     eval_at: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0)  # fractions of the run
     seed: int = 0
+
+
+def check_inputs(
+    cfg: GANConfig,
+    steps: int | None,
+    budget_s: float | None,
+    n_images: int,
+    labels: Sequence[int] | None,
+    label_names: Sequence[str] | None,
+) -> None:
+    """ValueError naming what is wrong with a training request, before any work."""
+    if steps is None and budget_s is None:
+        raise ValueError("give steps, budget_s or both")
+    if steps is not None and steps < 1:
+        raise ValueError("steps must be >= 1")
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError("budget_s must be positive")
+    if cfg.loss not in ("hinge", "bce"):
+        raise ValueError("loss must be 'hinge' or 'bce'")
+    if cfg.mode_size < 0:
+        raise ValueError("mode_size must be >= 0")
+    if cfg.amp not in ("auto", "bf16", "off"):
+        raise ValueError("amp must be 'auto', 'bf16' or 'off'")
+    if unknown := set(filter(None, cfg.augment.split(","))) - set(AUGMENTS):
+        raise ValueError(f"unknown augmentations {sorted(unknown)}; known: {AUGMENTS}")
+    if n_images < 4:
+        raise ValueError("need at least 4 images (some are held out for the quality metric)")
+    if labels is not None:
+        if len(labels) != n_images:
+            raise ValueError(f"{len(labels)} labels for {n_images} images")
+        if not label_names or len(set(label_names)) != len(label_names):
+            raise ValueError("labels need label_names, one distinct name per label index")
+        if min(labels) < 0 or max(labels) >= len(label_names):
+            raise ValueError(f"labels must be in 0..{len(label_names) - 1}")
 
 
 def d_loss(cfg: GANConfig, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -59,9 +104,68 @@ def lr_scale(cfg: GANConfig, fraction: float) -> float:
     return max(0.0, (1 - fraction) / (1 - cfg.decay_from))
 
 
+def amp_enabled(cfg: GANConfig) -> bool:
+    if cfg.amp == "auto":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cfg.amp == "bf16"
+
+
 def heldout_split(n: int, cfg: GANConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the held-out and the training images. It depends only on the image count and
     seed, so recipes (and ``bench/gan_grid.py``) see the same held-out images."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_val = min(n - 2, max(2, round(n * cfg.val_fraction)))
     return order[:n_val], order[n_val:]
+
+
+def train_step(
+    cfg: GANConfig,
+    gen: Generator,
+    disc: Discriminator,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    y_real: torch.Tensor | None,
+    y_fake: torch.Tensor | None,
+    g: torch.Generator,
+    policy: Sequence[str],
+    *,
+    amp: bool,
+) -> dict[str, float]:
+    """One update of D, then one of G, on a batch of real images and latents; every random
+    draw (augmentation) comes from ``g``. The losses and mean scores, for the progress log.
+    ``bench/bench_generator_speed.py`` times this same function."""
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp)
+
+    def aug(x: torch.Tensor) -> torch.Tensor:
+        return augment(x, policy, cfg.translation, cfg.cutout, g)
+
+    with autocast:
+        fake = gen(z, y_fake)
+        d_real, h_real = disc.score_and_features(aug(real), y_real)
+        d_fake = disc(aug(fake.detach()), y_fake)
+    # Losses in float32: the scores' softplus and means are where bfloat16 would round.
+    loss_d = d_loss(cfg, d_real.float(), d_fake.float())
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+
+    with autocast:
+        g_score, h_fake = disc.score_and_features(aug(fake), y_fake)
+    loss_g = g_loss(cfg, g_score.float())
+    if cfg.feature_match:
+        # Feature matching (Salimans et al. 2016) against the real batch's features from the
+        # D step (one update old, and free): pulls G towards the whole data, not only past
+        # D's current boundary.
+        gap = h_real.detach().float().mean(0) - h_fake.float().mean(0)
+        loss_g = loss_g + cfg.feature_match * gap.square().sum()
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return {
+        "d_loss": loss_d.item(),
+        "g_loss": loss_g.item(),
+        "d_real": d_real.float().mean().item(),
+        "d_fake": d_fake.float().mean().item(),
+    }
