@@ -77,6 +77,10 @@ def test_steps_cap_the_budget_and_selection_runs_at_eval_points(
 def test_needs_steps_or_budget(tmp_path: Path, tagged_icons: Any) -> None:
     with pytest.raises(ValueError, match="steps, budget_s"):
         gan.train_image_generator(tagged_icons[0], tmp_path, "ig", "1", config=TINY)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        gan.train_image_generator(tagged_icons[0], tmp_path, "ig", "1", steps=0, config=TINY)
+    with pytest.raises(ValueError, match="budget_s must be positive"):
+        gan.train_image_generator(tagged_icons[0], tmp_path, "ig", "1", budget_s=0, config=TINY)
     with pytest.raises(ValueError, match="label_names"):
         gan.train_image_generator(
             tagged_icons[0], tmp_path, "ig", "1", steps=1, labels=[0] * 24, config=TINY

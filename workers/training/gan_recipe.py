@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from workers.training.gan_models import AUGMENTS, LATENT, Discriminator, Generator, augment
+from workers.training.schedule import check_limits
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,7 @@ def check_inputs(
     label_names: Sequence[str] | None,
 ) -> None:
     """ValueError naming what is wrong with a training request, before any work."""
-    if steps is None and budget_s is None:
-        raise ValueError("give steps, budget_s or both")
-    if steps is not None and steps < 1:
-        raise ValueError("steps must be >= 1")
-    if budget_s is not None and budget_s <= 0:
-        raise ValueError("budget_s must be positive")
+    check_limits("steps", steps, budget_s)
     if cfg.loss not in ("hinge", "bce"):
         raise ValueError("loss must be 'hinge' or 'bce'")
     if cfg.mode_size < 0:

@@ -52,6 +52,7 @@ from workers.training.rnn_eval import evaluate_bpc, evaluate_probs, ngram_view, 
 from workers.training.rnn_export import export_onnx as export_onnx  # re-exported
 from workers.training.rnn_export import export_text_generator
 from workers.training.schedule import Schedule as Schedule  # re-exported
+from workers.training.schedule import check_limits
 from workers.training.text_data import (
     EOS as EOS,
 )
@@ -166,12 +167,7 @@ def train_text_generator(
     least one of them must be given).
     """
     cfg = config or RNNConfig()
-    if epochs is None and budget_s is None:
-        raise ValueError("give epochs, budget_s or both")
-    if epochs is not None and epochs < 1:
-        raise ValueError("epochs must be >= 1")
-    if budget_s is not None and budget_s <= 0:
-        raise ValueError("budget_s must be positive")
+    check_limits("epochs", epochs, budget_s)
     progress = progress or _noop_progress
     should_stop = should_stop or _never_stop
     if threads:

@@ -6,6 +6,17 @@ import math
 from dataclasses import dataclass
 
 
+def check_limits(cap_name: str, cap: int | None, budget_s: float | None) -> None:
+    """ValueError unless a run has a cap (``epochs``, ``steps``) of at least 1, a positive
+    budget in seconds, or both."""
+    if cap is None and budget_s is None:
+        raise ValueError(f"give {cap_name}, budget_s or both")
+    if cap is not None and cap < 1:
+        raise ValueError(f"{cap_name} must be >= 1")
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError("budget_s must be positive")
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When training ends: after ``total_steps`` (a cap), after ``budget_s`` seconds of
