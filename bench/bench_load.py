@@ -189,8 +189,11 @@ class Suite:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"suite exited:\n{self.log_path.read_text()[-4000:]}")
+            # Both services: the gateway's /readyz does not wait for the recommender, which
+            # may still be starting, and a recommendation request then answers 503.
+            urls = (f"{self.url}/readyz", f"http://127.0.0.1:{self.reco_port}/readyz")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                if all(httpx.get(u, timeout=5).status_code == 200 for u in urls):
                     return
             except httpx.HTTPError:
                 pass
