@@ -39,11 +39,14 @@ class ImageGenerator(InferenceModel):
         pre = self.manifest.preprocessing
         self.latent = int(pre.get("latent", 100))
         self.tags: list[str] = [str(t) for t in pre.get("tags") or []]
-        counts = np.asarray(pre.get("tag_counts") or [1] * len(self.tags), np.float64)
-        self._tag_p = counts / counts.sum() if self.tags else counts
-        modes = pre.get("modes")
-        self._mode_tag = np.asarray(modes["tag"], np.int64) if modes else None
-        self._mode_counts = np.asarray(modes["counts"], np.float64) if modes else None
+        # The model's label is a mode; a model without self-conditioning modes has one per tag
+        # (mode k is tag k), so both kinds draw labels the same way.
+        modes = pre.get("modes") or {
+            "tag": list(range(len(self.tags))),
+            "counts": pre.get("tag_counts") or [1] * len(self.tags),
+        }
+        self._mode_tag = np.asarray(modes["tag"], np.int64)
+        self._mode_counts = np.asarray(modes["counts"], np.float64)
 
     def _predict(self, n: int, **kwargs: Any) -> list[Image.Image]:
         return self.generate(n, **kwargs)
@@ -66,25 +69,12 @@ class ImageGenerator(InferenceModel):
         """``label[n]`` int64 for a model trained with tags (None for one without): the index
         of ``tag``, or per image a tag drawn with the training frequencies; for a self-conditioned
         model, per image a mode of ``tag`` (of any tag without one)."""
-        if self._mode_tag is not None:
-            return self._mode_labels(n, seed, tag)
         if tag is not None:
             self._check_tag(tag)
-        if not self.tags:
+        if not len(self._mode_tag):
             return None
-        if tag is not None:
-            return np.full(n, self.tags.index(tag), np.int64)
-        return np.array(
-            [np.random.default_rng([seed, i, 1]).choice(len(self.tags), p=self._tag_p)
-             for i in range(n)],
-            np.int64,
-        )  # fmt: skip
-
-    def _mode_labels(self, n: int, seed: int, tag: str | None) -> np.ndarray:
-        assert self._mode_tag is not None and self._mode_counts is not None
         modes = np.arange(len(self._mode_tag))
         if tag is not None:
-            self._check_tag(tag)
             modes = modes[self._mode_tag == self.tags.index(tag)]
             if not len(modes):
                 raise ValueError(f"{self.ref} saw no images of tag {tag!r} in training")
