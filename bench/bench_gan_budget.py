@@ -98,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         for t in r.get("per_tag", []):
             print(
-                f"  budget {r['budget_s']:g}  {t['tag']:>8}: FID with the tag {t['fid_tag']:.3f}, "
-                f"with random tags {t['fid_random_tags']:.3f} ({t['heldout_images']} real)"
+                f"  budget {r['budget_s']:g}  {t['tag']:>8}: FID with the tag / random tags: "
+                f"held-out {t['fid_tag']:.3f} / {t['fid_random_tags']:.3f} "
+                f"({t['heldout_images']} real), training {t['fid_tag_train']:.3f} / "
+                f"{t['fid_random_tags_train']:.3f} ({t['train_images']} real); "
+                f"tag match {t['tag_match']:.2f} / {t['tag_match_random']:.2f}"
             )
     return 0
 

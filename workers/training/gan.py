@@ -337,6 +337,7 @@ def train_image_generator(
         tag_pools=None if y_train is None or y_cls is None else [
             y_cls[y_train == k] for k in range(len(names))
         ],
+        train_tags=y_train,
     )  # fmt: skip
     best_at = min(range(len(history)), key=lambda i: history[i]["fid_vs_train"])
     steps_per_epoch = max(1, len(train) / bs)

@@ -37,6 +37,8 @@ FALLBACK_EMBEDDING = (
 PR_NEIGHBOURS = 3
 # Per-tag FID needs a few real images of the tag in the held-out set to mean anything.
 MIN_TAG_HELDOUT = 5
+# Generated images per tag (and with random tags) for the per-tag figures.
+PER_TAG_SAMPLES = 256
 
 # Embeddings of a batch of images, and their top-1 tagger labels when a tagger made them.
 Features = tuple[np.ndarray, list[str] | None]
@@ -188,13 +190,15 @@ def quality_metrics(
     heldout_labels: torch.Tensor | None = None,
     label_names: Sequence[str] = (),
     tag_pools: Sequence[torch.Tensor] | None = None,
+    train_tags: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """FID, precision/recall and concept share of generated images against the held-out ones,
     next to the same figures for uniform noise, per-pixel Gaussians fitted to the training
     images, and real training images (the floor); per tag for a conditional generator.
     ``train_labels`` are the generator's classes of the training images; ``tag_pools[k]`` the
     classes to draw from for tag ``k`` (default: class ``k``; a model with modes draws
-    among the modes of the tag)."""
+    among the modes of the tag); ``train_tags`` the tag of each training image (default
+    ``train_labels``)."""
     g = torch.Generator().manual_seed(seed + 7)
     latent = generator.latent
     fake = sample(generator, n, train_labels, seed + 11, latent)
@@ -214,40 +218,71 @@ def quality_metrics(
         pools = list(tag_pools) if tag_pools is not None else [
             torch.full((1,), k, dtype=torch.long) for k in range(len(label_names))
         ]  # fmt: skip
-        out["per_tag"] = _per_tag(generator, fake_f, ref, features, heldout_labels, label_names,
-                                  pools, seed)  # fmt: skip
+        tags = train_labels if train_tags is None else train_tags
+        real = (train, tags.numpy(), ref[0], heldout_labels.numpy())
+        out["per_tag"] = _per_tag(generator, fake_f, real, features, label_names, pools, seed)
     return out
 
 
 def _per_tag(
     generator: Generator,
     fake: Features,
-    ref: Features,
+    real: tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray],
     features: FeatureFn,
-    heldout_labels: torch.Tensor,
     label_names: Sequence[str],
     pools: Sequence[torch.Tensor],
     seed: int,
 ) -> list[dict[str, Any]]:
-    """Per tag: FID of images generated with that tag, and of as many images generated with
-    random tags (the same model, labels drawn like the training set's), against the held-out
-    real images of that tag. Same sample sizes on both sides, so FID's bias cancels."""
-    n = min(128, len(fake[0]))
+    """Per tag, images generated with that tag against as many generated with random tags (the
+    same model, labels drawn like the training set's), so FID's small-sample bias is the same
+    on both sides:
+
+    * ``fid_tag`` / ``fid_random_tags``: FID against the held-out real images of the tag (a
+      few dozen: the honest figure, and a noisy one);
+    * ``fid_tag_train`` / ``fid_random_tags_train``: against the tag's training images (ten
+      times as many, so steadier);
+    * ``tag_match`` / ``tag_match_random``: the share of the images that a logistic regression
+      fitted on the real training images' embeddings assigns to the tag.
+
+    ``real`` holds the training images, their tags, the held-out embeddings and their tags."""
+    from sklearn.linear_model import LogisticRegression
+
+    train, train_t, held_e, held_t = real
+    measured = [
+        k for k in range(len(label_names))
+        if (held_t == k).sum() >= MIN_TAG_HELDOUT and len(pools[k])
+    ]  # fmt: skip
+    if not measured:
+        return []
+    train_e = features_of(features, train)[0]
+    n = min(PER_TAG_SAMPLES, len(fake[0]))
+    random_e = fake[0][:n]
+    # Which tag a real icon of this embedding has: the yardstick for "drawn with the tag"
+    # (none when the training images all have one tag).
+    clf = None
+    if len(np.unique(train_t)) > 1:
+        clf = LogisticRegression(max_iter=2000).fit(train_e, train_t)
+
+    def match(e: np.ndarray, k: int) -> float | None:
+        return None if clf is None else float((clf.predict(e) == k).mean())
+
     rows = []
-    for k, name in enumerate(label_names):
-        mask = (heldout_labels == k).numpy()
-        if mask.sum() < MIN_TAG_HELDOUT or not len(pools[k]):
-            continue
-        tag_ref = ref[0][mask]
+    for k in measured:
+        mask = held_t == k
         own = features_of(
             features, sample(generator, n, pools[k], seed + 101 + k, generator.latent)
-        )
+        )[0]
         rows.append(
             {
-                "tag": name,
+                "tag": label_names[k],
                 "heldout_images": int(mask.sum()),
-                "fid_tag": frechet_distance(own[0], tag_ref),
-                "fid_random_tags": frechet_distance(fake[0][:n], tag_ref),
+                "train_images": int((train_t == k).sum()),
+                "fid_tag": frechet_distance(own, held_e[mask]),
+                "fid_random_tags": frechet_distance(random_e, held_e[mask]),
+                "fid_tag_train": frechet_distance(own, train_e[train_t == k]),
+                "fid_random_tags_train": frechet_distance(random_e, train_e[train_t == k]),
+                "tag_match": match(own, k),
+                "tag_match_random": match(random_e, k),
             }
         )
     return rows
