@@ -1,12 +1,18 @@
 """A picture of what the bundled image generator draws, next to real icons.
 
     python bench/gan_grid.py [--models var/models] [--out docs/images/gan_grid.png] [--seed 0]
+    python bench/gan_grid.py --score 500   # also: FID of 500 served images, beside the manifest's
 
 A model trained with tags gets one row per tag: eight generated icons of that tag, then three
 real held-out icons of the same tag. A model without tags gets four rows of generated icons and
 two of real ones. Generation goes through the serving class (onnxruntime), at the truncation
 the API uses by default (1.0), so the picture shows what a client gets; the real icons are ones
 training held out.
+
+``--score N`` draws N images through the same serving class (tags drawn as for a request
+without one) and scores them as the build did: FID, precision and recall on the image tagger's
+embedding against the held-out icons, printed beside the figures in the manifest, which came
+from the torch generator in training.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, default=Path("var/models"))
     ap.add_argument("--out", type=Path, default=Path("docs/images/gan_grid.png"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--score", type=int, default=0, help="also score this many served images")
     args = ap.parse_args(argv)
 
     gen = ImageGenerator(args.models / NAME / VERSION)
@@ -100,7 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     grid(rows).quantize(256).save(args.out, optimize=True)
     m = gen.manifest.metrics
     print(f"wrote {args.out} from {gen.ref} (FID {m.get('fid', float('nan')):.3f})")
+    if args.score:
+        score(gen, real, args.models, args.score, args.seed)
     return 0
+
+
+def score(gen: ImageGenerator, real: list[Image.Image], models: Path, n: int, seed: int) -> None:
+    from shared.inference.registry import ModelRegistry
+    from workers.tagging.image import ImageTagger
+    from workers.training.gan_metrics import featurize, set_metrics, tagger_features
+
+    features = tagger_features(ModelRegistry(models).get("image_tagger", ImageTagger))
+    served = set_metrics(featurize(features, gen.generate(n, seed=seed)), featurize(features, real))
+    m = gen.manifest.metrics
+    print(f"{'':>28} {'served':>8} {'manifest':>9}")
+    for key in ("fid", "precision", "recall", "concept_overlap"):
+        print(f"{key:>28} {served.get(key, float('nan')):8.3f} {m.get(key, float('nan')):9.3f}")
+    print(f"({n} served images, seed {seed}; manifest: {m.get('fid_samples')} from training)")
 
 
 if __name__ == "__main__":

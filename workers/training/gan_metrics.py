@@ -263,8 +263,13 @@ def _per_tag(
     if len(np.unique(train_t)) > 1:
         clf = LogisticRegression(max_iter=2000).fit(train_e, train_t)
 
-    def match(e: np.ndarray, k: int) -> float | None:
-        return None if clf is None else float((clf.predict(e) == k).mean())
+    def predict(e: np.ndarray) -> np.ndarray | None:
+        return None if clf is None else clf.predict(e)
+
+    def share(pred: np.ndarray | None, k: int) -> float | None:
+        return None if pred is None else float((pred == k).mean())
+
+    random_pred = predict(random_e)
 
     rows = []
     for k in measured:
@@ -281,8 +286,8 @@ def _per_tag(
                 "fid_random_tags": frechet_distance(random_e, held_e[mask]),
                 "fid_tag_train": frechet_distance(own, train_e[train_t == k]),
                 "fid_random_tags_train": frechet_distance(random_e, train_e[train_t == k]),
-                "tag_match": match(own, k),
-                "tag_match_random": match(random_e, k),
+                "tag_match": share(predict(own), k),
+                "tag_match_random": share(random_pred, k),
             }
         )
     return rows
