@@ -6,7 +6,7 @@
 A model trained with tags gets one row per tag: eight generated icons of that tag, then three
 real held-out icons of the same tag. A model without tags gets four rows of generated icons and
 two of real ones. Generation goes through the serving class (onnxruntime), at the truncation
-the API uses by default (1.0), so the picture shows what a client gets; the real icons are ones
+the API uses by default (2.0), so the picture shows what a client gets; the real icons are ones
 training held out.
 
 ``--score N`` draws N images through the same serving class (tags drawn as for a request
@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from shared.schemas.generation import DEFAULT_TRUNCATION
 from workers.generation.image import ImageGenerator
 from workers.training.build.image_generator import NAME, VERSION, load_openmoji_tagged
 from workers.training.gan_recipe import GANConfig, heldout_split
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/images/gan_grid.png"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--score", type=int, default=0, help="also score this many served images")
+    ap.add_argument("--truncation", type=float, default=DEFAULT_TRUNCATION, help="as the API's")
     args = ap.parse_args(argv)
 
     gen = ImageGenerator(args.models / NAME / VERSION)
@@ -92,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if gen.tags:
         for k, tag in enumerate(gen.tags):
             mine = [im for im, t in zip(real, real_tags, strict=True) if t == tag]
-            fake = gen.generate(FAKE_COLS, seed=args.seed + k, tag=tag)
+            fake = gen.generate(FAKE_COLS, seed=args.seed + k, tag=tag, truncation=args.truncation)
             rows.append((tag, fake, mine[:REAL_COLS]))
     else:
-        fake = gen.generate(4 * FAKE_COLS, seed=args.seed)
+        fake = gen.generate(4 * FAKE_COLS, seed=args.seed, truncation=args.truncation)
         picks = np.random.default_rng(args.seed).choice(len(real), 2 * FAKE_COLS, replace=False)
         for r in range(4):
             rows.append(("generated", fake[r * FAKE_COLS : (r + 1) * FAKE_COLS], []))
@@ -108,22 +110,36 @@ def main(argv: list[str] | None = None) -> int:
     m = gen.manifest.metrics
     print(f"wrote {args.out} from {gen.ref} (FID {m.get('fid', float('nan')):.3f})")
     if args.score:
-        score(gen, real, args.models, args.score, args.seed)
+        score(gen, real, args.models, args.score, args.seed, args.truncation)
     return 0
 
 
-def score(gen: ImageGenerator, real: list[Image.Image], models: Path, n: int, seed: int) -> None:
+def score(
+    gen: ImageGenerator,
+    real: list[Image.Image],
+    models: Path,
+    n: int,
+    seed: int,
+    truncation: float = DEFAULT_TRUNCATION,
+) -> None:
     from shared.inference.registry import ModelRegistry
     from workers.tagging.image import ImageTagger
     from workers.training.gan_metrics import featurize, set_metrics, tagger_features
 
     features = tagger_features(ModelRegistry(models).get("image_tagger", ImageTagger))
-    served = set_metrics(featurize(features, gen.generate(n, seed=seed)), featurize(features, real))
+    # A request draws at most MAX_IMAGES: one per block of 50, seeds seed, seed + 50, ...
+    images = [
+        im
+        for i in range(0, n, 50)
+        for im in gen.generate(min(50, n - i), seed=seed + i, truncation=truncation)
+    ]
+    served = set_metrics(featurize(features, images), featurize(features, real))
     m = gen.manifest.metrics
     print(f"{'':>28} {'served':>8} {'manifest':>9}")
     for key in ("fid", "precision", "recall", "concept_overlap"):
         print(f"{key:>28} {served.get(key, float('nan')):8.3f} {m.get(key, float('nan')):9.3f}")
-    print(f"({n} served images, seed {seed}; manifest: {m.get('fid_samples')} from training)")
+    print(f"({n} served images, seed {seed}, truncation {truncation}; manifest: "
+          f"{m.get('fid_samples')} from training, untruncated)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -34,12 +34,18 @@ class TextGenerateRequest(RequestModel):
         return value
 
 
+# Latent entries beyond +-DEFAULT_TRUNCATION are drawn again (the truncation trick). At 1.0 the
+# bundled GAN's images scored FID 0.452 against its untruncated 0.410; at 2.0, 0.409 with
+# higher precision (docs/image-generator.md, "Truncation").
+DEFAULT_TRUNCATION = 2.0
+
+
 class ImagesGenerateRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(default=8, ge=1, le=64)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    truncation: float = Field(default=1.0, gt=0.0, le=4.0)
+    truncation: float = Field(default=DEFAULT_TRUNCATION, gt=0.0, le=4.0)
     model_version: str | None = Field(default=None, max_length=100)
     tag: str | None = Field(
         default=None, max_length=200, description="only for a generator trained with tags"
@@ -52,7 +58,7 @@ class InterpolateRequest(RequestModel):
     seed_a: int = Field(ge=0, le=2**32 - 1)
     seed_b: int = Field(ge=0, le=2**32 - 1)
     steps: int = Field(default=8, ge=2, le=64)
-    truncation: float = Field(default=1.0, gt=0.0, le=4.0)
+    truncation: float = Field(default=DEFAULT_TRUNCATION, gt=0.0, le=4.0)
     model_version: str | None = Field(default=None, max_length=100)
     tag: str | None = Field(
         default=None, max_length=200, description="only for a generator trained with tags"

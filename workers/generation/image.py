@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from shared.inference.base import InferenceModel
+from shared.schemas.generation import DEFAULT_TRUNCATION
 
 MAX_IMAGES = 64
 MAX_STEPS = 64
@@ -51,7 +52,7 @@ class ImageGenerator(InferenceModel):
     def _predict(self, n: int, **kwargs: Any) -> list[Image.Image]:
         return self.generate(n, **kwargs)
 
-    def latents(self, n: int, *, seed: int, truncation: float = 1.0) -> np.ndarray:
+    def latents(self, n: int, *, seed: int, truncation: float = DEFAULT_TRUNCATION) -> np.ndarray:
         """``z[n, latent]``: standard normal, entries beyond +-truncation drawn again."""
         _check_seed(seed)
         _check_truncation(truncation)
@@ -101,7 +102,7 @@ class ImageGenerator(InferenceModel):
         return images
 
     def generate(
-        self, n: int, *, seed: int, truncation: float = 1.0, tag: str | None = None
+        self, n: int, *, seed: int, truncation: float = DEFAULT_TRUNCATION, tag: str | None = None
     ) -> list[Image.Image]:
         """``n`` 64x64 RGB images. Smaller ``truncation`` trades variety for cleaner images;
         ``tag`` (a model trained with tags only) picks what they show."""
@@ -116,7 +117,7 @@ class ImageGenerator(InferenceModel):
         seed_b: int,
         steps: int,
         *,
-        truncation: float = 1.0,
+        truncation: float = DEFAULT_TRUNCATION,
         tag: str | None = None,
     ) -> list[Image.Image]:
         """``steps`` images along the spherical path between the latents of two seeds. With

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import Asset, ContentItem, ContentKind, Job
 from shared.model_versions import resolve_model
+from shared.schemas.generation import DEFAULT_TRUNCATION
 from shared.storage import BlobSource, ensure_stored, put_remembered
 from shared.tasks import GENERATE_IMAGES, GENERATE_TEXT
 from workers.celery_app import app
@@ -49,7 +50,7 @@ def generate_images_job(ctx: WorkerContext, session: Session, job: Job) -> dict[
     name, version = resolve_model(ctx.settings.models_dir, "image_generator", job.owner(), asked)
     # The active version (None) may fall back to an older one if corrupt; an asked-for one not.
     model = ctx.registry.get(name, ImageGenerator, version=version if asked else None)
-    truncation = float(p.get("truncation", 1.0))
+    truncation = float(p.get("truncation", DEFAULT_TRUNCATION))
     if p.get("mode") == "interpolate":
         images = model.interpolate(
             int(p["seed_a"]), int(p["seed_b"]), int(p["steps"]), truncation=truncation,
