@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.schemas.generation import DEFAULT_TRUNCATION
-from workers.generation.image import ImageGenerator
+from workers.generation.image import MAX_IMAGES, ImageGenerator
 from workers.training.build.image_generator import NAME, VERSION, load_openmoji_tagged
 from workers.training.gan_recipe import GANConfig, heldout_split
 
@@ -127,11 +127,11 @@ def score(
     from workers.training.gan_metrics import featurize, set_metrics, tagger_features
 
     features = tagger_features(ModelRegistry(models).get("image_tagger", ImageTagger))
-    # A request draws at most MAX_IMAGES: one per block of 50, seeds seed, seed + 50, ...
+    # A request draws at most MAX_IMAGES: one per block, seeds seed, seed + MAX_IMAGES, ...
     images = [
         im
-        for i in range(0, n, 50)
-        for im in gen.generate(min(50, n - i), seed=seed + i, truncation=truncation)
+        for i in range(0, n, MAX_IMAGES)
+        for im in gen.generate(min(MAX_IMAGES, n - i), seed=seed + i, truncation=truncation)
     ]
     served = set_metrics(featurize(features, images), featurize(features, real))
     m = gen.manifest.metrics

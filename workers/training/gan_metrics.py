@@ -208,26 +208,39 @@ def quality_metrics(
     pick = torch.randperm(len(train), generator=g)[:n]
     ref = features_of(features, heldout)
     fake_f = features_of(features, fake)
+    per_tag = generator.num_classes and train_labels is not None and heldout_labels is not None
+    # The per-tag figures need every training image's embedding; the floor then takes its
+    # sample from those instead of embedding it a second time.
+    train_f = features_of(features, train) if per_tag else None
+    if train_f is None:
+        real_train = features_of(features, train[pick])
+    else:
+        real_train = (train_f[0][pick.numpy()], _pick(train_f[1], pick.tolist()))
     out: dict[str, Any] = {
         **set_metrics(fake_f, ref),
         **set_metrics(features_of(features, noise), ref, prefix="_uniform_noise"),
         **set_metrics(features_of(features, gauss), ref, prefix="_pixel_gaussian", pr=False),
-        **set_metrics(features_of(features, train[pick]), ref, prefix="_real_train"),
+        **set_metrics(real_train, ref, prefix="_real_train"),
     }
-    if generator.num_classes and train_labels is not None and heldout_labels is not None:
+    if per_tag:
+        assert train_f is not None and train_labels is not None and heldout_labels is not None
         pools = list(tag_pools) if tag_pools is not None else [
             torch.full((1,), k, dtype=torch.long) for k in range(len(label_names))
         ]  # fmt: skip
         tags = train_labels if train_tags is None else train_tags
-        real = (train, tags.numpy(), ref[0], heldout_labels.numpy())
+        real = (train_f[0], tags.numpy(), ref[0], heldout_labels.numpy())
         out["per_tag"] = _per_tag(generator, fake_f, real, features, label_names, pools, seed)
     return out
+
+
+def _pick(labels: list[str] | None, idx: list[int]) -> list[str] | None:
+    return None if labels is None else [labels[i] for i in idx]
 
 
 def _per_tag(
     generator: Generator,
     fake: Features,
-    real: tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray],
+    real: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     features: FeatureFn,
     label_names: Sequence[str],
     pools: Sequence[torch.Tensor],
@@ -244,17 +257,16 @@ def _per_tag(
     * ``tag_match`` / ``tag_match_random``: the share of the images that a logistic regression
       fitted on the real training images' embeddings assigns to the tag.
 
-    ``real`` holds the training images, their tags, the held-out embeddings and their tags."""
+    ``real`` holds the training embeddings, their tags, the held-out embeddings and theirs."""
     from sklearn.linear_model import LogisticRegression
 
-    train, train_t, held_e, held_t = real
+    train_e, train_t, held_e, held_t = real
     measured = [
         k for k in range(len(label_names))
         if (held_t == k).sum() >= MIN_TAG_HELDOUT and len(pools[k])
     ]  # fmt: skip
     if not measured:
         return []
-    train_e = features_of(features, train)[0]
     n = min(PER_TAG_SAMPLES, len(fake[0]))
     random_e = fake[0][:n]
     # Which tag a real icon of this embedding has: the yardstick for "drawn with the tag"

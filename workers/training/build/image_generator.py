@@ -29,11 +29,12 @@ NAME = "image_generator"
 # the tags, upsampling last layer, trained in bfloat16; 4: trained to a step count
 VERSION = "4"
 # The build trains for STEPS updates, so every host builds the same model: the same code ran
-# at 20.6 and at 9.6 steps a second on two 2-core hosts of one CPU family, and a time budget
-# would ship a worse model to the slower one. BUDGET_S caps a very slow host (training and
-# selection seconds; rendering, the final metrics and the export add about 3 minutes), below
-# the worker's training task limit (an hour). The build runs in the background on the builds
-# queue, so it delays only the image generator (docs/image-generator.md has FID against steps).
+# at half the speed on one 2-core host as on another of the same CPU family, and a time budget
+# would ship a worse model to the slower one (docs/image-generator.md, "A step count").
+# BUDGET_S caps a very slow host (training and selection seconds; rendering, the final
+# metrics and the export add about 3 minutes), below the worker's training task limit (an
+# hour). The build runs in the background on the builds queue, so it delays only the image
+# generator.
 STEPS = 24_000
 BUDGET_S = 2_700.0
 # Fields of GANConfig that differ from its defaults for the shipped model.
