@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from workers.generation.image import ImageGenerator  # noqa: E402
-from workers.training import gan, gan_metrics, gan_models, gan_modes  # noqa: E402
+from workers.training import gan, gan_metrics, gan_models, gan_modes, gan_recipe  # noqa: E402
 from workers.training.build.image_generator import (  # noqa: E402
     TAGS,
     load_openmoji_tagged,
@@ -206,6 +206,10 @@ def test_openmoji_tags() -> None:
     assert openmoji_tag(Path("1F1E9-1F1EA.svg")) == "flag"
     assert openmoji_tag(Path("1F468-200D-1F373.svg")) == "person"
     assert openmoji_tag(Path("2B06.svg")) == "symbol"
+    # A woman lifting weights: her name ends in FEMALE SIGN, yet she is a person, not a sign.
+    assert openmoji_tag(Path("1F3CB-FE0F-200D-2640-FE0F.svg")) == "person"
+    assert openmoji_tag(Path("1F46E.svg")) == "person"  # POLICE OFFICER
+    assert openmoji_tag(Path("2640.svg")) == "symbol"  # the female sign itself
     assert openmoji_tag(Path("1F34E.svg")) == "object"
     assert openmoji_tag(Path("E000.svg")) == "extra"
     assert set(TAGS) == {"face", "person", "flag", "symbol", "object", "extra"}
@@ -327,3 +331,43 @@ def test_per_tag_measures_see_working_conditioning() -> None:
         assert r["tag_match"] == 1.0 and r["tag_match_random"] < 0.6
         assert r["fid_tag"] < r["fid_random_tags"]
         assert r["fid_tag_train"] < r["fid_random_tags_train"]
+
+
+@pytest.mark.parametrize("twin", [False, True])
+def test_auxiliary_tag_classifier_teaches_g_the_asked_tag(twin: bool) -> None:
+    # Two tags that differ only in colour: D's auxiliary head learns them from real images, and
+    # G, asked for a tag, draws images that head assigns to that tag (with the twin classifier
+    # of G's images too, which only subtracts the pull towards the tag's likeliest image).
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    cfg = gan.GANConfig(ngf=8, ndf=8, batch_size=16, aux_tag=1.0, aux_twin=twin, amp="off")
+    red = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1).expand(32, 3, 64, 64)
+    blue = torch.tensor([-1.0, -1.0, 1.0]).view(1, 3, 1, 1).expand(32, 3, 64, 64)
+    data = torch.cat([red, blue]) + 0.1 * torch.randn(64, 3, 64, 64, generator=g)
+    tags = torch.tensor([0] * 32 + [1] * 32)
+    gen = gan_models.Generator(cfg.latent, 8, num_classes=2, cond_bn=True, upsample_rgb=True)
+    disc = gan_models.Discriminator(8, False, num_classes=2, num_tags=2, twin=twin)
+    gen.apply(gan_models.init_weights)
+    disc.apply(gan_models.init_weights)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    for _ in range(60):
+        idx = torch.randint(0, 64, (16,), generator=g)
+        y_fake = torch.randint(0, 2, (16,), generator=g)
+        losses = gan_recipe.train_step(
+            cfg, gen, disc, opt_g, opt_d, data[idx], torch.randn(16, cfg.latent, generator=g),
+            tags[idx], y_fake, g, ("translation",), amp=False, t_real=tags[idx], t_fake=y_fake,
+        )  # fmt: skip
+    assert losses["cls_real"] < 0.2
+    assert ("cls_twin" in losses) == twin
+    gen.eval()
+    asked = torch.tensor([0, 1] * 16)
+    with torch.no_grad():
+        fakes = gen(torch.randn(32, cfg.latent, generator=g), asked)
+        _, pooled = disc.score_and_features(fakes, asked)
+        assert disc.classify is not None
+        got = disc.classify(pooled).argmax(1)
+    assert (got == asked).float().mean() > 0.9
+    # Red images for tag 0 and blue for tag 1: the tag shows in the pixels, not only in D.
+    red_minus_blue = (fakes[:, 0] - fakes[:, 2]).mean((1, 2))
+    assert (red_minus_blue[asked == 0] > red_minus_blue[asked == 1].max()).all()

@@ -182,7 +182,9 @@ def train_image_generator(
         cond_bn=cfg.cond_bn,
         upsample_rgb=cfg.upsample_rgb,
     )
-    disc = Discriminator(cfg.ndf, cfg.spectral_norm, n_classes, cfg.mbstd)
+    # The auxiliary classifier learns the tags themselves, not the modes within them.
+    n_aux = len(names) if cfg.aux_tag > 0 and len(names) >= 2 else 0
+    disc = Discriminator(cfg.ndf, cfg.spectral_norm, n_classes, cfg.mbstd, n_aux, cfg.aux_twin)
     gen.apply(init_weights)
     disc.apply(init_weights)
     if cfg.channels_last:
@@ -267,7 +269,7 @@ def train_image_generator(
     def running() -> float:
         return elapsed + time.perf_counter() - t_last
 
-    sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
+    sums: dict[str, float] = {}
     n_sums = 0
     while not schedule.done(step, running()):
         if should_stop():
@@ -286,14 +288,17 @@ def train_image_generator(
         idx = torch.randint(0, len(train), (bs,), generator=g)
         real = random_flip(train[idx], g)
         z = torch.randn(bs, cfg.latent, generator=g)
-        y_real = y_fake = None
+        y_real = y_fake = t_real = t_fake = None
         if y_cls is not None:
             # Fake labels follow the training set's label frequencies.
-            y_real = y_cls[idx]
-            y_fake = y_cls[torch.randint(0, len(train), (bs,), generator=g)]
+            fake_idx = torch.randint(0, len(train), (bs,), generator=g)
+            y_real, y_fake = y_cls[idx], y_cls[fake_idx]
+            if y_train is not None:
+                t_real, t_fake = y_train[idx], y_train[fake_idx]
         losses = train_step(
-            cfg, gen, disc, opt_g, opt_d, real, z, y_real, y_fake, g, policy, amp=use_amp
-        )
+            cfg, gen, disc, opt_g, opt_d, real, z, y_real, y_fake, g, policy, amp=use_amp,
+            t_real=t_real, t_fake=t_fake,
+        )  # fmt: skip
         with torch.no_grad():
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA tracks G
             for pe, p in zip(ema.parameters(), gen.parameters(), strict=True):
@@ -303,7 +308,7 @@ def train_image_generator(
         step += 1
         n_sums += 1
         for key, v in losses.items():
-            sums[key] += v
+            sums[key] = sums.get(key, 0.0) + v
         fraction = schedule.fraction(step, running())
         if step % log_every == 0 or fraction >= 1.0:
             progress(
@@ -315,7 +320,7 @@ def train_image_generator(
                     **{m: v / n_sums for m, v in sums.items()},
                 }
             )
-            sums, n_sums = dict.fromkeys(sums, 0.0), 0
+            sums, n_sums = {}, 0
         if (passed := sum(f <= fraction for f in cfg.eval_at)) > evals_done:
             evaluate(fraction)
             evals_done = passed

@@ -4,7 +4,7 @@ Generator: DCGAN transposed convolutions with batch norm; a class-conditional on
 learned class embedding to ``z``. Discriminator: strided convolutions, spectral norm (or batch
 norm), and for a conditional model a projection head (Miyato & Koyama 2018): the score is
 ``linear(h) + <embed(y), mean_xy h>``, so the class enters as an inner product with the features
-instead of as an input channel.
+instead of as an input channel; optionally an auxiliary tag classifier on the same features.
 """
 
 from __future__ import annotations
@@ -110,7 +110,13 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     def __init__(
-        self, ndf: int = 32, spectral: bool = True, num_classes: int = 0, mbstd: bool = False
+        self,
+        ndf: int = 32,
+        spectral: bool = True,
+        num_classes: int = 0,
+        mbstd: bool = False,
+        num_tags: int = 0,
+        twin: bool = False,
     ):
         super().__init__()
         self.mbstd = mbstd
@@ -145,6 +151,13 @@ class Discriminator(nn.Module):
         self.project = None
         if num_classes:
             self.project = nn.utils.spectral_norm(nn.Embedding(num_classes, ndf * 8))
+        # An auxiliary tag classifier on the pooled features (AC-GAN's head, trained on real
+        # images only): what G's ``aux_tag`` loss asks a fake to be recognised as.
+        self.classify = nn.Linear(ndf * 8, num_tags) if num_tags else None
+        # Its twin, trained on G's images (TAC-GAN, Gong et al. 2019): G is asked to be
+        # recognised by the first and not by the second, which cancels the plain auxiliary
+        # loss's pull towards each tag's most recognisable, least varied drawings.
+        self.classify_fake = nn.Linear(ndf * 8, num_tags) if num_tags and twin else None
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         return self.score_and_features(x, label)[0]
@@ -152,7 +165,8 @@ class Discriminator(nn.Module):
     def score_and_features(
         self, x: torch.Tensor, label: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The score per image and the last features, pooled (``[n, 8 * ndf]``)."""
+        """The score per image and the last features, pooled (``[n, 8 * ndf]``); the
+        auxiliary classifier's tag logits are ``self.classify(pooled)``."""
         h = self.features(x)
         pooled = h.mean((2, 3))
         score = self.out(minibatch_std(h) if self.mbstd else h).view(-1)

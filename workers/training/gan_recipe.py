@@ -39,6 +39,13 @@ class GANConfig:
     mode_size: int = 48
     mbstd: bool = False  # D sees the batch's feature spread (ProGAN's minibatch stddev)
     feature_match: float = 0.0  # weight of feature matching (D's pooled features) in G's loss
+    # Weight of the auxiliary tag classifier (conditional models): D learns the tag of real
+    # images from its pooled features, and G's loss adds the classifier's cross-entropy of
+    # each fake against its asked tag, so a tag's images carry what tells the tag apart.
+    aux_tag: float = 0.0
+    # With aux_tag: a twin classifier learns the tags of G's images, and G's auxiliary loss
+    # subtracts its cross-entropy (TAC-GAN), so G matches each tag's spread, not its mode.
+    aux_twin: bool = False
     upsample_rgb: bool = True  # G's last layer: upsample + 3x3 conv, not a transposed conv
     mean_bias: bool = False  # G adds a learned image, started at the data mean, before its tanh
     # Mixed precision: "bf16" runs the networks' forward passes under bfloat16 autocast (the
@@ -67,6 +74,8 @@ def check_inputs(
         raise ValueError("loss must be 'hinge' or 'bce'")
     if cfg.mode_size < 0:
         raise ValueError("mode_size must be >= 0")
+    if cfg.aux_tag < 0:
+        raise ValueError("aux_tag must be >= 0")
     if cfg.amp not in ("auto", "bf16", "off"):
         raise ValueError("amp must be 'auto', 'bf16' or 'off'")
     if unknown := set(filter(None, cfg.augment.split(","))) - set(AUGMENTS):
@@ -128,9 +137,13 @@ def train_step(
     policy: Sequence[str],
     *,
     amp: bool,
+    t_real: torch.Tensor | None = None,
+    t_fake: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One update of D, then one of G, on a batch of real images and latents; every random
-    draw (augmentation) comes from ``g``. The losses and mean scores, for the progress log.
+    draw (augmentation) comes from ``g``. ``t_real`` / ``t_fake`` are the tags of the real
+    images and the fakes' asked tags, for the auxiliary classifier (``cfg.aux_tag``) when D has
+    one. The losses and mean scores, for the progress log.
     ``bench/bench_generator_speed.py`` times this same function."""
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp)
 
@@ -140,9 +153,19 @@ def train_step(
     with autocast:
         fake = gen(z, y_fake)
         d_real, h_real = disc.score_and_features(aug(real), y_real)
-        d_fake = disc(aug(fake.detach()), y_fake)
+        d_fake, h_fake_d = disc.score_and_features(aug(fake.detach()), y_fake)
     # Losses in float32: the scores' softplus and means are where bfloat16 would round.
     loss_d = d_loss(cfg, d_real.float(), d_fake.float())
+    aux = disc.classify is not None and cfg.aux_tag > 0 and t_real is not None
+    twin = aux and disc.classify_fake is not None and t_fake is not None
+    if aux:
+        assert disc.classify is not None and t_real is not None
+        cls_real = F.cross_entropy(disc.classify(h_real.float()), t_real)
+        loss_d = loss_d + cfg.aux_tag * cls_real
+    if twin:
+        assert disc.classify_fake is not None and t_fake is not None
+        twin_d = F.cross_entropy(disc.classify_fake(h_fake_d.float()), t_fake)
+        loss_d = loss_d + cfg.aux_tag * twin_d
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -156,12 +179,25 @@ def train_step(
         # D's current boundary.
         gap = h_real.detach().float().mean(0) - h_fake.float().mean(0)
         loss_g = loss_g + cfg.feature_match * gap.square().sum()
+    if aux and t_fake is not None:
+        assert disc.classify is not None
+        cls_fake = F.cross_entropy(disc.classify(h_fake.float()), t_fake)
+        loss_g = loss_g + cfg.aux_tag * cls_fake
+        if twin:
+            assert disc.classify_fake is not None
+            twin_g = F.cross_entropy(disc.classify_fake(h_fake.float()), t_fake)
+            loss_g = loss_g - cfg.aux_tag * twin_g
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
-    return {
+    out = {
         "d_loss": loss_d.item(),
         "g_loss": loss_g.item(),
         "d_real": d_real.float().mean().item(),
         "d_fake": d_fake.float().mean().item(),
     }
+    if aux and t_fake is not None:
+        out |= {"cls_real": cls_real.item(), "cls_fake": cls_fake.item()}
+    if twin:
+        out["cls_twin"] = twin_d.item()
+    return out

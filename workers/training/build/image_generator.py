@@ -26,8 +26,9 @@ from shared.inference.manifest import MANIFEST_NAME, read_manifest
 
 NAME = "image_generator"
 # 2: conditioned on TAGS (class-conditional batch norm); 3: self-conditioned on modes within
-# the tags, upsampling last layer, trained in bfloat16; 4: trained to a step count
-VERSION = "4"
+# the tags, upsampling last layer, trained in bfloat16; 4: trained to a step count; 5: women
+# and men doing something (gendered sequences) tagged person, not symbol
+VERSION = "5"
 # The build trains for STEPS updates, so every host builds the same model: the same code ran
 # at half the speed on one 2-core host as on another of the same CPU family, and a time budget
 # would ship a worse model to the slower one (docs/image-generator.md, "A step count").
@@ -79,8 +80,25 @@ _PEOPLE = frozenset(
         "FINGER",
         "FIST",
         "THUMBS",
+        # People whose Unicode names name a role or an activity, not a person.
+        "OFFICER",
+        "GUARDSMAN",
+        "BRIDE",
+        "SLEUTH",
+        "GOLFER",
+        "LIFTER",
+        "BICYCLIST",
+        "PEDESTRIAN",
+        "WRESTLERS",
+        "SUPERHERO",
+        "SUPERVILLAIN",
+        "MERPERSON",
     ]
 )
+# A gender sign joined to another emoji makes a woman or man doing something (WEIGHT LIFTER +
+# ZWJ + FEMALE SIGN): a person, whatever the base emoji's name says.
+_GENDER_SIGNS = frozenset([0x2640, 0x2642])
+_ZWJ = 0x200D
 _SYMBOLS = frozenset(
     [
         "ARROW",
@@ -122,7 +140,8 @@ def render_svg(path: Path, size: int = 64) -> Image.Image:
 def openmoji_tag(path: Path) -> str:
     """One of :data:`TAGS` from the Unicode names in the file name (``1F600.svg``,
     ``1F468-200D-1F373.svg``): flags, OpenMoji's own extras (private use area), faces, people
-    and hands, signs and arrows, everything else an object."""
+    and hands (and gendered sequences such as ``1F3CB-FE0F-200D-2640-FE0F``, a woman lifting
+    weights, whose names hold FEMALE SIGN), signs and arrows, everything else an object."""
     codes = [int(c, 16) for c in path.stem.split("-")]
     words = set(" ".join(unicodedata.name(chr(c), "") for c in codes).split())
     if all(0x1F1E6 <= c <= 0x1F1FF for c in codes) or "FLAG" in words:
@@ -131,7 +150,7 @@ def openmoji_tag(path: Path) -> str:
         return "extra"
     if "FACE" in words:
         return "face"
-    if words & _PEOPLE:
+    if words & _PEOPLE or (_ZWJ in codes and _GENDER_SIGNS & set(codes)):
         return "person"
     if words & _SYMBOLS:
         return "symbol"
