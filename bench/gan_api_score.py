@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gan_grid import heldout_icons
+from bench.gan_grid import heldout_icons, score_beside
 from workers.generation.image import MAX_IMAGES
 
 
@@ -44,16 +44,15 @@ def fetch_images(
             body["tag"] = tag
         r = client.post("/v1/generate/images", params={"wait": 30}, json=body)
         r.raise_for_status()
-        job = r.json()
+        job, job_id = r.json(), r.json()["job_id"]
         deadline = time.monotonic() + timeout_s
         while job["status"] not in ("succeeded", "failed", "cancelled"):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job['job_id']} still {job['status']}")
+                raise TimeoutError(f"job {job_id} still {job['status']}")
             time.sleep(1.0)
-            job = client.get(f"/v1/jobs/{job['job_id']}").json()
-            job["job_id"] = job.get("id", job.get("job_id"))
+            job = client.get(f"/v1/jobs/{job_id}").json()
         if job["status"] != "succeeded":
-            raise RuntimeError(f"job {job['job_id']} {job['status']}: {job.get('error')}")
+            raise RuntimeError(f"job {job_id} {job['status']}: {job.get('error')}")
         model = job["result"]["model"]
         for cid in job["result"]["content_ids"]:
             png = client.get(f"/v1/content/{cid}/assets/original")
@@ -76,9 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("an API key is needed: --key or ATELIER_API_KEY")
 
     from shared.inference.manifest import read_manifest
-    from shared.inference.registry import ModelRegistry
-    from workers.tagging.image import ImageTagger
-    from workers.training.gan_metrics import featurize, set_metrics, tagger_features
 
     headers = {"Authorization": f"Bearer {args.key}"}
     with httpx.Client(base_url=args.api, headers=headers, timeout=60.0) as client:
@@ -88,16 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     real, tags = heldout_icons()
     if args.tag:
         real = [im for im, t in zip(real, tags, strict=True) if t == args.tag]
-    features = tagger_features(ModelRegistry(args.models).get("image_tagger", ImageTagger))
-    served = set_metrics(featurize(features, images), featurize(features, real))
     name, _, version = model.partition(":")
-    manifest = read_manifest(args.models / name / version).metrics
     print(f"{len(images)} images from {model} over HTTP in {took:.0f}s, against {len(real)} "
           f"held-out icons{f' tagged {args.tag}' if args.tag else ''}")  # fmt: skip
-    print(f"{'':>16} {'over HTTP':>10} {'manifest':>9}")
-    for key in ("fid", "precision", "recall", "concept_overlap"):
-        mine = "" if args.tag else f"{manifest.get(key, float('nan')):9.3f}"
-        print(f"{key:>16} {served.get(key, float('nan')):10.3f} {mine}")
+    # The manifest's figures are for untagged requests; a tag's stand alone.
+    manifest = None if args.tag else read_manifest(args.models / name / version).metrics
+    score_beside(images, real, args.models, manifest, "over HTTP")
     return 0
 
 

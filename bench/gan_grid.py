@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -122,24 +123,37 @@ def score(
     seed: int,
     truncation: float = DEFAULT_TRUNCATION,
 ) -> None:
-    from shared.inference.registry import ModelRegistry
-    from workers.tagging.image import ImageTagger
-    from workers.training.gan_metrics import featurize, set_metrics, tagger_features
-
-    features = tagger_features(ModelRegistry(models).get("image_tagger", ImageTagger))
     # A request draws at most MAX_IMAGES: one per block, seeds seed, seed + MAX_IMAGES, ...
     images = [
         im
         for i in range(0, n, MAX_IMAGES)
         for im in gen.generate(min(MAX_IMAGES, n - i), seed=seed + i, truncation=truncation)
     ]
-    served = set_metrics(featurize(features, images), featurize(features, real))
     m = gen.manifest.metrics
-    print(f"{'':>28} {'served':>8} {'manifest':>9}")
-    for key in ("fid", "precision", "recall", "concept_overlap"):
-        print(f"{key:>28} {served.get(key, float('nan')):8.3f} {m.get(key, float('nan')):9.3f}")
+    score_beside(images, real, models, m, "served")
     print(f"({n} served images, seed {seed}, truncation {truncation}; manifest: "
           f"{m.get('fid_samples')} from training, untruncated)")  # fmt: skip
+
+
+def score_beside(
+    images: list[Image.Image],
+    real: list[Image.Image],
+    models: Path,
+    manifest: dict[str, Any] | None,
+    label: str,
+) -> None:
+    """Score ``images`` against ``real`` as the build does (image tagger embedding) and print
+    the figures beside the manifest's (a blank column without one)."""
+    from shared.inference.registry import ModelRegistry
+    from workers.tagging.image import ImageTagger
+    from workers.training.gan_metrics import featurize, set_metrics, tagger_features
+
+    features = tagger_features(ModelRegistry(models).get("image_tagger", ImageTagger))
+    got = set_metrics(featurize(features, images), featurize(features, real))
+    print(f"{'':>28} {label:>10} {'manifest' if manifest else '':>9}")
+    for key in ("fid", "precision", "recall", "concept_overlap"):
+        theirs = f"{manifest.get(key, float('nan')):9.3f}" if manifest else ""
+        print(f"{key:>28} {got.get(key, float('nan')):10.3f} {theirs}")
 
 
 if __name__ == "__main__":

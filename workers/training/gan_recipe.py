@@ -156,16 +156,16 @@ def train_step(
         d_fake, h_fake_d = disc.score_and_features(aug(fake.detach()), y_fake)
     # Losses in float32: the scores' softplus and means are where bfloat16 would round.
     loss_d = d_loss(cfg, d_real.float(), d_fake.float())
-    aux = disc.classify is not None and cfg.aux_tag > 0 and t_real is not None
-    twin = aux and disc.classify_fake is not None and t_fake is not None
-    if aux:
-        assert disc.classify is not None and t_real is not None
-        cls_real = F.cross_entropy(disc.classify(h_real.float()), t_real)
+    # The auxiliary heads, where D has them and the batch carries tags.
+    head = disc.classify if cfg.aux_tag > 0 and t_real is not None and t_fake is not None else None
+    twin_head = disc.classify_fake if head is not None else None
+    if head is not None:
+        assert t_real is not None and t_fake is not None
+        cls_real = F.cross_entropy(head(h_real.float()), t_real)
         loss_d = loss_d + cfg.aux_tag * cls_real
-    if twin:
-        assert disc.classify_fake is not None and t_fake is not None
-        twin_d = F.cross_entropy(disc.classify_fake(h_fake_d.float()), t_fake)
-        loss_d = loss_d + cfg.aux_tag * twin_d
+        if twin_head is not None:
+            twin_d = F.cross_entropy(twin_head(h_fake_d.float()), t_fake)
+            loss_d = loss_d + cfg.aux_tag * twin_d
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -179,14 +179,12 @@ def train_step(
         # D's current boundary.
         gap = h_real.detach().float().mean(0) - h_fake.float().mean(0)
         loss_g = loss_g + cfg.feature_match * gap.square().sum()
-    if aux and t_fake is not None:
-        assert disc.classify is not None
-        cls_fake = F.cross_entropy(disc.classify(h_fake.float()), t_fake)
+    if head is not None:
+        assert t_fake is not None
+        cls_fake = F.cross_entropy(head(h_fake.float()), t_fake)
         loss_g = loss_g + cfg.aux_tag * cls_fake
-        if twin:
-            assert disc.classify_fake is not None
-            twin_g = F.cross_entropy(disc.classify_fake(h_fake.float()), t_fake)
-            loss_g = loss_g - cfg.aux_tag * twin_g
+        if twin_head is not None:
+            loss_g = loss_g - cfg.aux_tag * F.cross_entropy(twin_head(h_fake.float()), t_fake)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -196,8 +194,8 @@ def train_step(
         "d_real": d_real.float().mean().item(),
         "d_fake": d_fake.float().mean().item(),
     }
-    if aux and t_fake is not None:
+    if head is not None:
         out |= {"cls_real": cls_real.item(), "cls_fake": cls_fake.item()}
-    if twin:
+    if twin_head is not None:
         out["cls_twin"] = twin_d.item()
     return out
