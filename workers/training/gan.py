@@ -167,7 +167,7 @@ def train_image_generator(
     # (self-conditioning, gan_modes).
     y_cls, mode_tag = y_train, None
     if cfg.mode_size and (n_modes := len(train) // cfg.mode_size) >= 2:
-        y_cls, mode_tag = split_modes(train, y_train, n_modes, cfg.seed)
+        y_cls, mode_tag = split_modes(train, y_train, n_modes, cfg.seed, cfg.min_modes_per_tag)
     n_classes = len(mode_tag) if mode_tag is not None else len(names)
     fingerprint = _fingerprint(data, y_all, cfg, steps, budget_s)
     schedule = Schedule(steps, budget_s)
@@ -185,6 +185,7 @@ def train_image_generator(
     # The auxiliary classifier learns the tags themselves, not the modes within them.
     n_aux = len(names) if cfg.aux_tag > 0 and len(names) >= 2 else 0
     disc = Discriminator(cfg.ndf, cfg.spectral_norm, n_classes, cfg.mbstd, n_aux, cfg.aux_twin)
+    aux_weights = torch.tensor([float(n not in cfg.aux_skip) for n in names]) if n_aux else None
     gen.apply(init_weights)
     disc.apply(init_weights)
     if cfg.channels_last:
@@ -297,7 +298,7 @@ def train_image_generator(
                 t_real, t_fake = y_train[idx], y_train[fake_idx]
         losses = train_step(
             cfg, gen, disc, opt_g, opt_d, real, z, y_real, y_fake, g, policy, amp=use_amp,
-            t_real=t_real, t_fake=t_fake,
+            t_real=t_real, t_fake=t_fake, aux_weights=aux_weights,
         )  # fmt: skip
         with torch.no_grad():
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA tracks G

@@ -31,12 +31,16 @@ def thumbnails(images: torch.Tensor) -> np.ndarray:
 
 
 def split_modes(
-    images: torch.Tensor, tags: torch.Tensor | None, n_modes: int, seed: int
+    images: torch.Tensor,
+    tags: torch.Tensor | None,
+    n_modes: int,
+    seed: int,
+    min_per_tag: int = 1,
 ) -> tuple[torch.Tensor, list[int]]:
     """A mode per image and the tag of each mode (all 0 for untagged images).
 
-    ``n_modes`` is shared out between tags in proportion to their images, at least one mode
-    per tag and at most one per :data:`MIN_IMAGES_PER_MODE` images."""
+    ``n_modes`` is shared out between tags in proportion to their images, at least
+    ``min_per_tag`` modes per tag and at most one per :data:`MIN_IMAGES_PER_MODE` images."""
     from sklearn.cluster import KMeans
 
     if n_modes < 1:
@@ -48,7 +52,7 @@ def split_modes(
     for tag in sorted(set(tags.tolist())):
         idx = (tags == tag).nonzero().view(-1)
         k = round(n_modes * len(idx) / len(images))
-        k = max(1, min(k, len(idx) // MIN_IMAGES_PER_MODE))
+        k = max(1, min(max(k, min_per_tag), len(idx) // MIN_IMAGES_PER_MODE))
         if k == 1:
             found = np.zeros(len(idx), np.int64)
         else:

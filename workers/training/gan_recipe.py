@@ -37,6 +37,9 @@ class GANConfig:
     # Self-conditioning (gan_modes): condition on thumbnail clusters within the tags, one per
     # about this many training images, instead of on the tags themselves; 0 = off.
     mode_size: int = 48
+    # Self-conditioning: at least this many modes per tag. A small tag of unlike drawings
+    # (keycaps, red squares, arrows, moons) gets a mode for each kind, not three mixtures.
+    min_modes_per_tag: int = 1
     mbstd: bool = False  # D sees the batch's feature spread (ProGAN's minibatch stddev)
     feature_match: float = 0.0  # weight of feature matching (D's pooled features) in G's loss
     # Weight of the auxiliary tag classifier (conditional models): D learns the tag of real
@@ -46,6 +49,8 @@ class GANConfig:
     # With aux_tag: a twin classifier learns the tags of G's images, and G's auxiliary loss
     # subtracts its cross-entropy (TAC-GAN), so G matches each tag's spread, not its mode.
     aux_twin: bool = False
+    # Tags whose fakes the auxiliary classifier does not steer (G's auxiliary loss skips them).
+    aux_skip: tuple[str, ...] = ()
     upsample_rgb: bool = True  # G's last layer: upsample + 3x3 conv, not a transposed conv
     mean_bias: bool = False  # G adds a learned image, started at the data mean, before its tanh
     # Mixed precision: "bf16" runs the networks' forward passes under bfloat16 autocast (the
@@ -74,6 +79,8 @@ def check_inputs(
         raise ValueError("loss must be 'hinge' or 'bce'")
     if cfg.mode_size < 0:
         raise ValueError("mode_size must be >= 0")
+    if cfg.min_modes_per_tag < 1:
+        raise ValueError("min_modes_per_tag must be >= 1")
     if cfg.aux_tag < 0:
         raise ValueError("aux_tag must be >= 0")
     if cfg.amp not in ("auto", "bf16", "off"):
@@ -89,6 +96,8 @@ def check_inputs(
             raise ValueError("labels need label_names, one distinct name per label index")
         if min(labels) < 0 or max(labels) >= len(label_names):
             raise ValueError(f"labels must be in 0..{len(label_names) - 1}")
+        if unknown := set(cfg.aux_skip) - set(label_names):
+            raise ValueError(f"aux_skip names unknown tags {sorted(unknown)}")
 
 
 def d_loss(cfg: GANConfig, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -139,11 +148,13 @@ def train_step(
     amp: bool,
     t_real: torch.Tensor | None = None,
     t_fake: torch.Tensor | None = None,
+    aux_weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One update of D, then one of G, on a batch of real images and latents; every random
     draw (augmentation) comes from ``g``. ``t_real`` / ``t_fake`` are the tags of the real
     images and the fakes' asked tags, for the auxiliary classifier (``cfg.aux_tag``) when D has
-    one. The losses and mean scores, for the progress log.
+    one; ``aux_weights`` (one per tag, default 1) weighs each fake's auxiliary loss by its
+    asked tag. The losses and mean scores, for the progress log.
     ``bench/bench_generator_speed.py`` times this same function."""
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp)
 
@@ -181,10 +192,15 @@ def train_step(
         loss_g = loss_g + cfg.feature_match * gap.square().sum()
     if head is not None:
         assert t_fake is not None
-        cls_fake = F.cross_entropy(head(h_fake.float()), t_fake)
+        w = aux_weights[t_fake] if aux_weights is not None else torch.ones(len(t_fake))
+
+        def weighted_ce(logits: torch.Tensor) -> torch.Tensor:
+            return (F.cross_entropy(logits, t_fake, reduction="none") * w).mean()
+
+        cls_fake = weighted_ce(head(h_fake.float()))
         loss_g = loss_g + cfg.aux_tag * cls_fake
         if twin_head is not None:
-            loss_g = loss_g - cfg.aux_tag * F.cross_entropy(twin_head(h_fake.float()), t_fake)
+            loss_g = loss_g - cfg.aux_tag * weighted_ce(twin_head(h_fake.float()))
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
