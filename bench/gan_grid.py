@@ -115,6 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def served_images(
+    gen: ImageGenerator,
+    n: int,
+    seed: int,
+    tag: str | None = None,
+    truncation: float = DEFAULT_TRUNCATION,
+) -> list[Image.Image]:
+    """``n`` images as clients get them: a request draws at most MAX_IMAGES, so one block per
+    request, seeds ``seed``, ``seed + MAX_IMAGES``, ..."""
+    return [
+        im
+        for i in range(0, n, MAX_IMAGES)
+        for im in gen.generate(
+            min(MAX_IMAGES, n - i), seed=seed + i, tag=tag, truncation=truncation
+        )
+    ]
+
+
 def score(
     gen: ImageGenerator,
     real: list[Image.Image],
@@ -123,12 +141,7 @@ def score(
     seed: int,
     truncation: float = DEFAULT_TRUNCATION,
 ) -> None:
-    # A request draws at most MAX_IMAGES: one per block, seeds seed, seed + MAX_IMAGES, ...
-    images = [
-        im
-        for i in range(0, n, MAX_IMAGES)
-        for im in gen.generate(min(MAX_IMAGES, n - i), seed=seed + i, truncation=truncation)
-    ]
+    images = served_images(gen, n, seed, truncation=truncation)
     m = gen.manifest.metrics
     score_beside(images, real, models, m, "served")
     print(f"({n} served images, seed {seed}, truncation {truncation}; manifest: "

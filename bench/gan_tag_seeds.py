@@ -20,8 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.gan_grid import served_images
 from shared.inference.registry import ModelRegistry
-from workers.generation.image import MAX_IMAGES, ImageGenerator
+from workers.generation.image import ImageGenerator
 from workers.tagging.image import ImageTagger
 from workers.training.build.image_generator import NAME, VERSION, load_openmoji_tagged
 from workers.training.gan_metrics import featurize, frechet_distance, tagger_features
@@ -52,11 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     refs = {t: (real(heldout, t), real(train, t)) for t in gen.tags}
 
     def draw(seed: int, tag: str | None) -> np.ndarray:
-        return embed([
-            im
-            for i in range(0, args.n, MAX_IMAGES)
-            for im in gen.generate(min(MAX_IMAGES, args.n - i), seed=seed + i, tag=tag)
-        ])  # fmt: skip
+        return embed(served_images(gen, args.n, seed, tag))
 
     # rows[tag]: per seed, FID held-out with the tag, with random tags, then the same on train.
     rows: dict[str, list[tuple[float, ...]]] = {t: [] for t in gen.tags}
