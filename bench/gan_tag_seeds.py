@@ -1,19 +1,25 @@
 """Per-tag FID of the bundled image generator under several sampling seeds: how much of a
 per-tag difference is the metric's own sampling noise.
 
-    python bench/gan_tag_seeds.py [--models var/models] [--seeds 4] [--n 256]
+    python bench/gan_tag_seeds.py [--models var/models] [--seeds 4] [--n 256] [--candidates 1,4]
 
 For each seed, ``n`` images per tag and ``n`` with tags drawn as for a request without one,
 through the serving class at the API's default truncation, scored on the image tagger's
 embedding against the tag's held-out icons and against its training icons (the split the
 build used). Prints, per tag, the mean and spread over seeds of both figures and on how many
 seeds the tag's images are nearer their icons than the random-tag images.
+
+A model published with its critic serves a tagged image as one of ``k`` drawings resampled by
+the critic; ``--candidates`` scores each ``k`` given (1: the generator alone, the tag's modes
+and no critic) in the same run, with the time it took, and prints how often the critic names
+the tag of the held-out icons.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, default=Path("var/models"))
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--candidates", default="", help="comma-separated k (default: the model's)")
     args = ap.parse_args(argv)
 
     gen = ImageGenerator(args.models / NAME / VERSION)
@@ -55,17 +62,33 @@ def main(argv: list[str] | None = None) -> int:
     def draw(seed: int, tag: str | None) -> np.ndarray:
         return embed(served_images(gen, args.n, seed, tag))
 
-    # rows[tag]: per seed, FID held-out with the tag, with random tags, then the same on train.
-    rows: dict[str, list[tuple[float, ...]]] = {t: [] for t in gen.tags}
-    for s in range(args.seeds):
-        seed = 1_000 * s
-        random_tags = draw(seed, None)
-        for t in gen.tags:
-            own = draw(seed, t)
-            held, tr = refs[t]
-            rows[t].append(tuple(frechet_distance(x, ref) for ref in (held, tr)
-                                 for x in (own, random_tags)))  # fmt: skip
-    print(f"{gen.ref}: {args.seeds} seeds x {args.n} images; FID with the tag / random tags,")
+    if gen.has_critic:
+        named = gen.critic_tags([images[i] for i in heldout])
+        share = np.mean([a == tags[i] for a, i in zip(named, heldout, strict=True)])
+        print(f"critic: names the tag of {share:.1%} of the {len(heldout)} held-out icons")
+    ks = [int(k) for k in args.candidates.split(",") if k] or [gen.candidates]
+    random_tags = [draw(1_000 * s, None) for s in range(args.seeds)]
+    for k in ks:
+        gen.candidates = k
+        t0 = time.perf_counter()
+        # rows[tag]: per seed, FID held-out with the tag, with random tags, then on train.
+        rows: dict[str, list[tuple[float, ...]]] = {t: [] for t in gen.tags}
+        for s in range(args.seeds):
+            for t in gen.tags:
+                own = draw(1_000 * s, t)
+                held, tr = refs[t]
+                rows[t].append(tuple(frechet_distance(x, ref) for ref in (held, tr)
+                                     for x in (own, random_tags[s])))  # fmt: skip
+        seconds = time.perf_counter() - t0
+        count = args.seeds * len(gen.tags) * args.n
+        print(f"\n{gen.ref}, tagged images resampled from {k} drawings each "
+              f"({seconds:.0f}s for {count} tagged images, embedding included)")  # fmt: skip
+        table(rows, args.seeds, args.n)
+    return 0
+
+
+def table(rows: dict[str, list[tuple[float, ...]]], seeds: int, n: int) -> None:
+    print(f"{seeds} seeds x {n} images; FID with the tag / random tags,")
     print("mean±sd over seeds, and on how many seeds the tag's images are nearer")
     print(f"{'tag':8} {'held-out icons':^32} {'training icons':^32}")
     for t, r in rows.items():
@@ -77,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
             theirs = f"{random_tag.mean():.3f}±{random_tag.std():.3f}"
             cells.append(f"{mine} / {theirs} {wins}/{len(a)}")
         print(f"{t:8} {cells[0]:^32} {cells[1]:^32}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,15 @@ A self-conditioned model (``preprocessing.modes``: the tag of each mode and its 
 takes a mode per latent instead: image ``i`` gets a mode drawn from the same
 ``default_rng([s, i, 1])`` with the training frequencies, among the asked tag's modes or,
 without a tag, among all of them.
+
+A model published with its critic (``preprocessing.critic``: the discriminator's auxiliary tag
+classifier, a candidate count ``k`` and a proposal) answers a tagged request with, per image,
+one of ``k`` drawings: candidate 0 is the drawing above, candidate ``c`` > 0 takes its latent
+and mode from ``default_rng([s, i, 2, c])`` and ``default_rng([s, i, 3, c])``, the modes drawn
+among all (proposal ``all``) or the tag's (``tag``), and one candidate is drawn from
+``default_rng([s, i, 4])`` with weight the classifier's probability of the asked tag. Each image
+still depends only on ``(s, i)``, so the prefix property holds. Untagged requests and
+interpolations are not resampled.
 """
 
 from __future__ import annotations
@@ -48,6 +57,10 @@ class ImageGenerator(InferenceModel):
         }
         self._mode_tag = np.asarray(modes["tag"], np.int64)
         self._mode_counts = np.asarray(modes["counts"], np.float64)
+        critic = pre.get("critic") or {}
+        self.candidates = int(critic.get("candidates", 1)) if critic else 1
+        self.proposal = str(critic.get("proposal", "tag"))
+        self._critic = self.session(str(critic["file"])) if critic else None
 
     def _predict(self, n: int, **kwargs: Any) -> list[Image.Image]:
         return self.generate(n, **kwargs)
@@ -58,18 +71,22 @@ class ImageGenerator(InferenceModel):
         _check_truncation(truncation)
         return np.stack([self._latent(seed, i, truncation) for i in range(n)])
 
-    def _latent(self, seed: int, index: int, truncation: float) -> np.ndarray:
-        rng = np.random.default_rng([seed, index])
+    def _latent(self, seed: int, index: int, truncation: float, candidate: int = 0) -> np.ndarray:
+        key = [seed, index] if candidate == 0 else [seed, index, 2, candidate]
+        rng = np.random.default_rng(key)
         z = rng.standard_normal(self.latent)
         # Resampling (not clipping) keeps the values inside the bound normally distributed.
         while (out := np.abs(z) > truncation).any():
             z[out] = rng.standard_normal(int(out.sum()))
         return z.astype(np.float32)
 
-    def labels(self, n: int, *, seed: int, tag: str | None = None) -> np.ndarray | None:
+    def labels(
+        self, n: int, *, seed: int, tag: str | None = None, candidate: int = 0
+    ) -> np.ndarray | None:
         """``label[n]`` int64 for a model trained with tags (None for one without): the index
         of ``tag``, or per image a tag drawn with the training frequencies; for a self-conditioned
         model, per image a mode of ``tag`` (of any tag without one)."""
+        keys = [[seed, i, 1] if candidate == 0 else [seed, i, 3, candidate] for i in range(n)]
         if tag is not None:
             self._check_tag(tag)
         if not len(self._mode_tag):
@@ -80,9 +97,7 @@ class ImageGenerator(InferenceModel):
             if not len(modes):
                 raise ValueError(f"{self.ref} saw no images of tag {tag!r} in training")
         p = self._mode_counts[modes] / self._mode_counts[modes].sum()
-        return np.array(
-            [np.random.default_rng([seed, i, 1]).choice(modes, p=p) for i in range(n)], np.int64
-        )
+        return np.array([np.random.default_rng(key).choice(modes, p=p) for key in keys], np.int64)
 
     def _check_tag(self, tag: str) -> None:
         if not self.tags:
@@ -108,8 +123,55 @@ class ImageGenerator(InferenceModel):
         ``tag`` (a model trained with tags only) picks what they show."""
         if not _is_int(n) or not 1 <= n <= MAX_IMAGES:
             raise ValueError(f"n must be an integer in 1..{MAX_IMAGES}, got {n!r}")
+        if tag is not None and self._critic is not None and self.candidates > 1:
+            return to_pil(self._best_of(n, seed, truncation, tag))
         z = self.latents(n, seed=seed, truncation=truncation)
         return to_pil(self.run(z, self.labels(n, seed=seed, tag=tag)))
+
+    def _best_of(self, n: int, seed: int, truncation: float, tag: str) -> np.ndarray:
+        """Per image, one of ``self.candidates`` drawings, drawn with weight ``p(tag | image)``
+        by the critic: ``image[n, 3, 64, 64]``."""
+        k = self.candidates
+        _check_seed(seed)
+        _check_truncation(truncation)
+        self._check_tag(tag)
+        # The proposal: drawings of any mode (the untagged generator, so candidate 0 is the
+        # untagged request's image) or of the tag's modes only.
+        modes_of = tag if self.proposal == "tag" else None
+        # Candidate-major: rows c * n .. c * n + n - 1 are candidate c of images 0..n-1.
+        z = np.concatenate([
+            np.stack([self._latent(seed, i, truncation, c) for i in range(n)]) for c in range(k)
+        ])  # fmt: skip
+        labels = [self.labels(n, seed=seed, tag=modes_of, candidate=c) for c in range(k)]
+        images = self.run(z, np.concatenate([lab for lab in labels if lab is not None]))
+        log_w = self._critic_log_p(images)[:, self.tags.index(tag)].reshape(k, n)
+        # Drawn, not the best: sampling-importance-resampling from the generator's drawings
+        # with weight p(tag | image) draws from p(image | tag) as far as the critic is right;
+        # the best of k is each tag's most typical drawing k times over, without the tag's
+        # variety (docs/image-generator.md).
+        w = np.exp(log_w - log_w.max(0))
+        p = w / w.sum(0)
+        pick = [np.random.default_rng([seed, i, 4]).choice(k, p=p[:, i]) for i in range(n)]
+        return images.reshape(k, n, *images.shape[1:])[pick, np.arange(n)]
+
+    @property
+    def has_critic(self) -> bool:
+        return self._critic is not None
+
+    def critic_tags(self, images: list[Image.Image]) -> list[str]:
+        """The tag the critic gives each 64x64 RGB image (ValueError without a critic)."""
+        if self._critic is None:
+            raise ValueError(f"{self.ref} was published without a critic")
+        arr = np.stack([np.asarray(im.convert("RGB"), np.float32) for im in images])
+        log_p = self._critic_log_p(arr.transpose(0, 3, 1, 2) / 127.5 - 1.0)
+        return [self.tags[int(i)] for i in log_p.argmax(1)]
+
+    def _critic_log_p(self, images: np.ndarray) -> np.ndarray:
+        """``log p(tag | image)[batch, tags]`` of ``image[batch, 3, 64, 64]`` in [-1, 1]."""
+        assert self._critic is not None
+        (logits,) = self._critic.run(None, {"image": np.ascontiguousarray(images, np.float32)})
+        shifted = logits.astype(np.float64) - logits.max(1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
     def interpolate(
         self,

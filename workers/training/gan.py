@@ -37,7 +37,11 @@ from workers.training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from workers.training.gan_export import export_image_generator, export_onnx
+from workers.training.gan_export import (
+    export_image_generator,
+    export_onnx,
+    fake_batch_statistics,
+)
 from workers.training.gan_metrics import (
     FALLBACK_EMBEDDING,
     EmbedFn,
@@ -86,6 +90,7 @@ __all__ = [
 
 CHECKPOINT_FILE = "image_generator.ckpt"
 CHECKPOINT_FORMAT = 2
+SERVING_FIELDS = frozenset({"tag_candidates", "tag_proposal"})
 # bench/bench_generator_speed.py times one step with the networks and these.
 _init_weights = init_weights
 
@@ -105,7 +110,9 @@ def _fingerprint(
     h.update((data.numpy() * 127.5).round().astype(np.int16).tobytes())
     if labels is not None:
         h.update(labels.numpy().tobytes())
-    h.update(repr((asdict(cfg), steps, budget_s, CHECKPOINT_FORMAT)).encode())
+    # Fields that only tell serving what to do do not change training: a run resumes across them.
+    training = {k: v for k, v in asdict(cfg).items() if k not in SERVING_FIELDS}
+    h.update(repr((training, steps, budget_s, CHECKPOINT_FORMAT)).encode())
     return h.hexdigest()
 
 
@@ -373,6 +380,9 @@ def train_image_generator(
         "threads": torch.get_num_threads(),
     }
     progress({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
+    critic = disc if n_aux and cfg.tag_candidates > 1 else None
+    if critic is not None and y_cls is not None:
+        fake_batch_statistics(critic, ema, y_cls, cfg.seed + 7)
     mode_counts = None
     if mode_tag is not None and y_cls is not None:
         mode_counts = torch.bincount(y_cls, minlength=n_classes).tolist()
@@ -381,6 +391,7 @@ def train_image_generator(
         ema, cfg, models_dir, name, version, metrics=metrics, tags=names, tag_counts=weights,
         modes=mode_tag, mode_counts=mode_counts,
         license=license, attribution=attribution, extra=extra, overwrite=overwrite,
+        critic=critic,
     )  # fmt: skip
     if ckpt_path is not None:
         ckpt_path.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from shared.inference.manifest import Manifest, publish_model_dir, write_manifest
-from workers.training.gan_models import SIZE, Generator
+from workers.training.gan_models import SIZE, Discriminator, Generator
 
 if TYPE_CHECKING:
     from workers.training.gan import GANConfig
@@ -51,6 +51,68 @@ def export_onnx(generator: Generator, path: Path) -> float:
     return float(np.abs(out - ref).max())
 
 
+class _Critic(torch.nn.Module):
+    """The discriminator's auxiliary tag classifier as one graph: ``image -> tag_logits``."""
+
+    def __init__(self, disc: Discriminator) -> None:
+        super().__init__()
+        if disc.classify is None:
+            raise ValueError("a critic needs the discriminator's tag classifier")
+        self.features = disc.features
+        self.classify = disc.classify
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classify(self.features(image).mean((2, 3)))
+        return logits
+
+
+def fake_batch_statistics(
+    disc: Discriminator, generator: Generator, labels: torch.Tensor, seed: int, n: int = 2048
+) -> None:
+    """Set ``disc``'s batch-norm running statistics to those of the generator's images: D saw
+    every fake batch normalised by its own statistics, so that is what an image to be judged on
+    its own should be normalised by (the running averages mix real and fake batches)."""
+    norms = [m for m in disc.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    g = torch.Generator().manual_seed(seed)
+    generator.eval()
+    disc.train()
+    with torch.no_grad():
+        for _ in range(0, n, 16):  # the training batch size of the bundled recipe
+            z = torch.randn(16, generator.latent, generator=g)
+            y = labels[torch.randint(0, len(labels), (16,), generator=g)]
+            disc.score_and_features(
+                generator(z, y).float(), y if disc.project is not None else None
+            )
+    disc.eval()
+
+
+def export_critic(disc: Discriminator, path: Path) -> float:
+    """Export the discriminator's tag classifier, ``image[batch,3,64,64] in [-1,1] ->
+    tag_logits[batch,tags]``, in eval mode (batch norm on its running statistics, so an image's
+    logits do not depend on the rest of its batch); returns max |onnx - torch|."""
+    import onnxruntime as ort
+
+    critic = _Critic(disc.float().eval()).eval()  # the run is over: D is not trained again
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            critic, (torch.zeros(2, 3, SIZE, SIZE),), str(path), dynamo=False, opset_version=17,
+            input_names=["image"], output_names=["tag_logits"],
+            dynamic_axes={"image": {0: "batch"}, "tag_logits": {0: "batch"}},
+        )  # fmt: skip
+    x = torch.rand(5, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        ref = critic(x).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"image": x.numpy()})
+    return float(np.abs(out - ref).max())
+
+
 def export_image_generator(
     generator: Generator,
     cfg: GANConfig,
@@ -67,11 +129,21 @@ def export_image_generator(
     attribution: str = "",
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    critic: Discriminator | None = None,
 ) -> Manifest:
+    """Publish the generator; with ``critic`` (a discriminator with an auxiliary tag classifier,
+    and ``cfg.tag_candidates`` > 1) also its tag classifier as ``critic.onnx``, which serving
+    uses to keep, of ``cfg.tag_candidates`` drawings per image, the one most like the asked
+    tag."""
     with publish_model_dir(models_dir, name, version, overwrite=overwrite) as tmp:
         diff = export_onnx(generator, tmp / "model.onnx")
         if not diff < 1e-4:
             raise RuntimeError(f"ONNX export differs from torch by {diff:.2e} (limit 1e-4)")
+        critic_diff = None
+        if critic is not None and critic.classify is not None and tags:
+            critic_diff = export_critic(critic, tmp / "critic.onnx")
+            if not critic_diff < 1e-3:
+                raise RuntimeError(f"critic ONNX differs by {critic_diff:.2e} (limit 1e-3)")
         inputs = [f"z[batch,{cfg.latent}] float32"]
         preprocessing: dict[str, Any] = {
             "latent": cfg.latent,
@@ -89,6 +161,12 @@ def export_image_generator(
             preprocessing["modes"] = {"tag": list(modes), "counts": list(mode_counts or [1] * n)}
         elif tags:
             inputs.append(f"label[batch] int64, index into preprocessing.tags (0..{len(tags) - 1})")
+        if critic_diff is not None:
+            preprocessing["critic"] = {
+                "file": "critic.onnx",
+                "candidates": cfg.tag_candidates,
+                "proposal": cfg.tag_proposal,
+            }
         architecture = "DCGAN generator (EMA)"
         if generator.num_classes:
             architecture += (
@@ -104,7 +182,11 @@ def export_image_generator(
             inputs=inputs,
             outputs=[f"image[batch,3,{SIZE},{SIZE}] float32 in [-1,1]"],
             preprocessing=preprocessing,
-            metrics={**metrics, "onnx_max_abs_diff": diff},
+            metrics={
+                **metrics,
+                "onnx_max_abs_diff": diff,
+                **({"critic_onnx_max_abs_diff": critic_diff} if critic_diff is not None else {}),
+            },
             extra={**(extra or {}), "architecture": architecture, "config": asdict(cfg)},
             license=license,
             attribution=attribution,

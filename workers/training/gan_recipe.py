@@ -51,6 +51,12 @@ class GANConfig:
     aux_twin: bool = False
     # Tags whose fakes the auxiliary classifier does not steer (G's auxiliary loss skips them).
     aux_skip: tuple[str, ...] = ()
+    # Serving (needs aux_tag): an image asked with a tag is one of this many drawings, drawn
+    # with weight p(tag | image) by the discriminator's tag classifier, published beside the
+    # generator as its critic; 1 = off. The drawings come from every mode (tag_proposal "all":
+    # the untagged generator) or from the tag's modes ("tag").
+    tag_candidates: int = 1
+    tag_proposal: str = "all"
     upsample_rgb: bool = True  # G's last layer: upsample + 3x3 conv, not a transposed conv
     mean_bias: bool = False  # G adds a learned image, started at the data mean, before its tanh
     # Mixed precision: "bf16" runs the networks' forward passes under bfloat16 autocast (the
@@ -81,6 +87,10 @@ def check_inputs(
         raise ValueError("mode_size must be >= 0")
     if cfg.min_modes_per_tag < 1:
         raise ValueError("min_modes_per_tag must be >= 1")
+    if cfg.tag_candidates < 1:
+        raise ValueError("tag_candidates must be >= 1")
+    if cfg.tag_proposal not in ("all", "tag"):
+        raise ValueError("tag_proposal must be 'all' or 'tag'")
     if cfg.aux_tag < 0:
         raise ValueError("aux_tag must be >= 0")
     if cfg.amp not in ("auto", "bf16", "off"):

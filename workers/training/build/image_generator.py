@@ -28,8 +28,10 @@ NAME = "image_generator"
 # 2: conditioned on TAGS (class-conditional batch norm); 3: self-conditioned on modes within
 # the tags, upsampling last layer, trained in bfloat16; 4: trained to a step count; 5: women
 # and men doing something (gendered sequences) tagged person, not symbol; 6: eight modes or more
-# per tag and the auxiliary tag classifier (CONFIG_OVERRIDES)
-VERSION = "6"
+# per tag and the auxiliary tag classifier (CONFIG_OVERRIDES); 7: the same generator, with its
+# discriminator's tag classifier published as a critic: a tagged image is one of 16 untagged
+# drawings, resampled by the classifier's probability of the tag
+VERSION = "7"
 # The build trains for STEPS updates, so every host builds the same model: the same code ran
 # at half the speed on one 2-core host as on another of the same CPU family, and a time budget
 # would ship a worse model to the slower one (docs/image-generator.md, "A step count").
@@ -43,11 +45,14 @@ BUDGET_S = 2_700.0
 # At least 8 modes per tag: the small tags of unlike drawings (faces, symbols) get a mode per
 # kind. The auxiliary tag classifier makes faces, people and flags recognisably so; it drew
 # symbols farther from real ones at 5,000 steps, so it leaves them out (docs/image-generator.md,
-# session 12).
+# session 12). A tagged request resamples 16 untagged drawings per image by the critic
+# (session 13).
 CONFIG_OVERRIDES: dict[str, Any] = {
     "min_modes_per_tag": 8,
     "aux_tag": 1.0,
     "aux_skip": ("symbol",),
+    "tag_candidates": 16,
+    "tag_proposal": "all",
 }
 SKIN_TONES = ("1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF")
 LICENSE = "CC BY-SA 4.0 (training data: OpenMoji, https://creativecommons.org/licenses/by-sa/4.0/)"
