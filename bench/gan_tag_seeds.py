@@ -1,7 +1,7 @@
 """Per-tag FID of the bundled image generator under several sampling seeds: how much of a
 per-tag difference is the metric's own sampling noise.
 
-    python bench/gan_tag_seeds.py [--models var/models] [--seeds 4] [--n 256] [--candidates 1,4]
+    python bench/gan_tag_seeds.py [--models var/models] [--seeds 4] [--n 256] [--candidates 1,16]
 
 For each seed, ``n`` images per tag and ``n`` with tags drawn as for a request without one,
 through the serving class at the API's default truncation, scored on the image tagger's

@@ -1,5 +1,5 @@
 """The GAN's critic: the discriminator's tag classifier published beside the generator, and
-serving's best-of-k drawings for a tagged request. Tiny networks on a few real icons."""
+serving's resampling of k drawings for a tagged request. Tiny networks on a few real icons."""
 
 from __future__ import annotations
 

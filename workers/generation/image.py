@@ -59,7 +59,7 @@ class ImageGenerator(InferenceModel):
         self._mode_counts = np.asarray(modes["counts"], np.float64)
         critic = pre.get("critic") or {}
         self.candidates = int(critic.get("candidates", 1)) if critic else 1
-        self.proposal = str(critic.get("proposal", "tag"))
+        self.proposal = str(critic.get("proposal", "all"))
         self._critic = self.session(str(critic["file"])) if critic else None
 
     def _predict(self, n: int, **kwargs: Any) -> list[Image.Image]:
@@ -124,11 +124,11 @@ class ImageGenerator(InferenceModel):
         if not _is_int(n) or not 1 <= n <= MAX_IMAGES:
             raise ValueError(f"n must be an integer in 1..{MAX_IMAGES}, got {n!r}")
         if tag is not None and self._critic is not None and self.candidates > 1:
-            return to_pil(self._best_of(n, seed, truncation, tag))
+            return to_pil(self._resampled(n, seed, truncation, tag))
         z = self.latents(n, seed=seed, truncation=truncation)
         return to_pil(self.run(z, self.labels(n, seed=seed, tag=tag)))
 
-    def _best_of(self, n: int, seed: int, truncation: float, tag: str) -> np.ndarray:
+    def _resampled(self, n: int, seed: int, truncation: float, tag: str) -> np.ndarray:
         """Per image, one of ``self.candidates`` drawings, drawn with weight ``p(tag | image)``
         by the critic: ``image[n, 3, 64, 64]``."""
         k = self.candidates

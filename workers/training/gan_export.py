@@ -82,7 +82,7 @@ def fake_batch_statistics(
     generator.eval()
     disc.train()
     with torch.no_grad():
-        for _ in range(0, n, 16):  # the training batch size of the bundled recipe
+        for _ in range(0, n, 16):  # GANConfig's default batch size, the one D trained on
             z = torch.randn(16, generator.latent, generator=g)
             y = labels[torch.randint(0, len(labels), (16,), generator=g)]
             disc.score_and_features(
@@ -132,9 +132,8 @@ def export_image_generator(
     critic: Discriminator | None = None,
 ) -> Manifest:
     """Publish the generator; with ``critic`` (a discriminator with an auxiliary tag classifier,
-    and ``cfg.tag_candidates`` > 1) also its tag classifier as ``critic.onnx``, which serving
-    uses to keep, of ``cfg.tag_candidates`` drawings per image, the one most like the asked
-    tag."""
+    and ``cfg.tag_candidates`` > 1) also its tag classifier as ``critic.onnx``, by which serving
+    draws a tagged image from ``cfg.tag_candidates`` drawings with weight ``p(tag | image)``."""
     with publish_model_dir(models_dir, name, version, overwrite=overwrite) as tmp:
         diff = export_onnx(generator, tmp / "model.onnx")
         if not diff < 1e-4:
