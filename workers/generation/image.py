@@ -65,11 +65,14 @@ class ImageGenerator(InferenceModel):
     def _predict(self, n: int, **kwargs: Any) -> list[Image.Image]:
         return self.generate(n, **kwargs)
 
-    def latents(self, n: int, *, seed: int, truncation: float = DEFAULT_TRUNCATION) -> np.ndarray:
-        """``z[n, latent]``: standard normal, entries beyond +-truncation drawn again."""
+    def latents(
+        self, n: int, *, seed: int, truncation: float = DEFAULT_TRUNCATION, candidate: int = 0
+    ) -> np.ndarray:
+        """``z[n, latent]``: standard normal, entries beyond +-truncation drawn again; a
+        ``candidate`` > 0 gives the critic's further drawings of the same images."""
         _check_seed(seed)
         _check_truncation(truncation)
-        return np.stack([self._latent(seed, i, truncation) for i in range(n)])
+        return np.stack([self._latent(seed, i, truncation, candidate) for i in range(n)])
 
     def _latent(self, seed: int, index: int, truncation: float, candidate: int = 0) -> np.ndarray:
         key = [seed, index] if candidate == 0 else [seed, index, 2, candidate]
@@ -86,11 +89,11 @@ class ImageGenerator(InferenceModel):
         """``label[n]`` int64 for a model trained with tags (None for one without): the index
         of ``tag``, or per image a tag drawn with the training frequencies; for a self-conditioned
         model, per image a mode of ``tag`` (of any tag without one)."""
-        keys = [[seed, i, 1] if candidate == 0 else [seed, i, 3, candidate] for i in range(n)]
         if tag is not None:
             self._check_tag(tag)
         if not len(self._mode_tag):
             return None
+        keys = [[seed, i, 1] if candidate == 0 else [seed, i, 3, candidate] for i in range(n)]
         modes = np.arange(len(self._mode_tag))
         if tag is not None:
             modes = modes[self._mode_tag == self.tags.index(tag)]
@@ -132,16 +135,13 @@ class ImageGenerator(InferenceModel):
         """Per image, one of ``self.candidates`` drawings, drawn with weight ``p(tag | image)``
         by the critic: ``image[n, 3, 64, 64]``."""
         k = self.candidates
-        _check_seed(seed)
-        _check_truncation(truncation)
         self._check_tag(tag)
         # The proposal: drawings of any mode (the untagged generator, so candidate 0 is the
         # untagged request's image) or of the tag's modes only.
         modes_of = tag if self.proposal == "tag" else None
         # Candidate-major: rows c * n .. c * n + n - 1 are candidate c of images 0..n-1.
-        z = np.concatenate([
-            np.stack([self._latent(seed, i, truncation, c) for i in range(n)]) for c in range(k)
-        ])  # fmt: skip
+        z = np.concatenate([self.latents(n, seed=seed, truncation=truncation, candidate=c)
+                            for c in range(k)])  # fmt: skip
         labels = [self.labels(n, seed=seed, tag=modes_of, candidate=c) for c in range(k)]
         images = self.run(z, np.concatenate([lab for lab in labels if lab is not None]))
         log_w = self._critic_log_p(images)[:, self.tags.index(tag)].reshape(k, n)

@@ -382,7 +382,7 @@ def train_image_generator(
     progress({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
     critic = disc if n_aux and cfg.tag_candidates > 1 else None
     if critic is not None and y_cls is not None:
-        fake_batch_statistics(critic, ema, y_cls, cfg.seed + 7)
+        fake_batch_statistics(critic, ema, y_cls, cfg.seed + 7, bs)
     mode_counts = None
     if mode_tag is not None and y_cls is not None:
         mode_counts = torch.bincount(y_cls, minlength=n_classes).tolist()
