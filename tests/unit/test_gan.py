@@ -210,9 +210,22 @@ def test_openmoji_tags() -> None:
     assert openmoji_tag(Path("1F3CB-FE0F-200D-2640-FE0F.svg")) == "person"
     assert openmoji_tag(Path("1F46E.svg")) == "person"  # POLICE OFFICER
     assert openmoji_tag(Path("2640.svg")) == "symbol"  # the female sign itself
-    assert openmoji_tag(Path("1F34E.svg")) == "object"
-    assert openmoji_tag(Path("E000.svg")) == "extra"
-    assert set(TAGS) == {"face", "person", "flag", "symbol", "object", "extra"}
+    # The rest by Unicode's emoji group.
+    assert openmoji_tag(Path("1F34E.svg")) == "food"  # RED APPLE
+    assert openmoji_tag(Path("1F415.svg")) == "nature"  # DOG
+    assert openmoji_tag(Path("1F680.svg")) == "travel"  # ROCKET
+    assert openmoji_tag(Path("26BD.svg")) == "activity"  # SOCCER BALL
+    assert openmoji_tag(Path("1F4F1.svg")) == "object"  # MOBILE PHONE
+    assert openmoji_tag(Path("1F493.svg")) == "symbol"  # BEATING HEART (Smileys & Emotion)
+    assert openmoji_tag(Path("1F440.svg")) == "person"  # EYES (People & Body)
+    assert openmoji_tag(Path("1FAB7.svg")) == "nature"  # LOTUS, newer than the table
+    # OpenMoji's extras by their block's subgroup.
+    assert openmoji_tag(Path("E000.svg")) == "nature"  # goldfish
+    assert openmoji_tag(Path("E0C4.svg")) == "food"  # pomegranate
+    assert openmoji_tag(Path("E280.svg")) == "face"  # exhausted face
+    assert openmoji_tag(Path("E040.svg")) == "extra"  # a brand
+    assert openmoji_tag(Path("E24E.svg")) == "extra"  # a UI element
+    assert len(set(TAGS)) == 10
 
 
 def test_minibatch_std_channel_measures_the_batch_spread() -> None:
@@ -355,7 +368,9 @@ def test_auxiliary_tag_classifier_teaches_g_the_asked_tag(twin: bool) -> None:
     disc.apply(gan_models.init_weights)
     opt_g = torch.optim.Adam(gen.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    for _ in range(60):
+    # 120 steps: at 60 the twin variant's fakes were told apart 28 times of 32 on one host's
+    # float arithmetic and every time on another; at 120, every time on four seeds on the first.
+    for _ in range(120):
         idx = torch.randint(0, 64, (16,), generator=g)
         y_fake = torch.randint(0, 2, (16,), generator=g)
         losses = gan_recipe.train_step(

