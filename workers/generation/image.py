@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
+from scipy.special import log_softmax
 
 from shared.inference.base import InferenceModel
 from shared.schemas.generation import DEFAULT_TRUNCATION
@@ -58,7 +59,7 @@ class ImageGenerator(InferenceModel):
         self._mode_tag = np.asarray(modes["tag"], np.int64)
         self._mode_counts = np.asarray(modes["counts"], np.float64)
         critic = pre.get("critic") or {}
-        self.candidates = int(critic.get("candidates", 1)) if critic else 1
+        self.candidates = int(critic.get("candidates", 1))
         self.proposal = str(critic.get("proposal", "all"))
         self._critic = self.session(str(critic["file"])) if critic else None
 
@@ -162,16 +163,15 @@ class ImageGenerator(InferenceModel):
         """The tag the critic gives each 64x64 RGB image (ValueError without a critic)."""
         if self._critic is None:
             raise ValueError(f"{self.ref} was published without a critic")
-        arr = np.stack([np.asarray(im.convert("RGB"), np.float32) for im in images])
-        log_p = self._critic_log_p(arr.transpose(0, 3, 1, 2) / 127.5 - 1.0)
+        log_p = self._critic_log_p(from_pil(images))
         return [self.tags[int(i)] for i in log_p.argmax(1)]
 
     def _critic_log_p(self, images: np.ndarray) -> np.ndarray:
         """``log p(tag | image)[batch, tags]`` of ``image[batch, 3, 64, 64]`` in [-1, 1]."""
         assert self._critic is not None
         (logits,) = self._critic.run(None, {"image": np.ascontiguousarray(images, np.float32)})
-        shifted = logits.astype(np.float64) - logits.max(1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+        log_p: np.ndarray = log_softmax(logits.astype(np.float64), axis=1)
+        return log_p
 
     def interpolate(
         self,
@@ -211,6 +211,13 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 def to_pil(images: np.ndarray) -> list[Image.Image]:
     arr = np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
     return [Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0)), "RGB") for a in arr]
+
+
+def from_pil(images: list[Image.Image]) -> np.ndarray:
+    """The inverse of :func:`to_pil`: ``image[batch, 3, h, w]`` float32 in [-1, 1]."""
+    arr = np.stack([np.asarray(im.convert("RGB"), np.float32) for im in images])
+    out: np.ndarray = arr.transpose(0, 3, 1, 2) / 127.5 - 1.0
+    return out
 
 
 def _is_int(v: object) -> bool:
