@@ -34,8 +34,9 @@ NAME = "image_generator"
 # discriminator's tag classifier published as a critic: a tagged image is one of 16 untagged
 # drawings, resampled by the classifier's probability of the tag; 8: ten tags, the catch-all
 # "object" split by Unicode's emoji groups (nature, food, travel, activity, object) and
-# OpenMoji's extras by their subgroups
-VERSION = "8"
+# OpenMoji's extras by their subgroups; 9: the auxiliary classifier leaves the tags of many
+# kinds of drawing (travel, object, extra) alone, as it did symbol
+VERSION = "9"
 # The build trains for STEPS updates, so every host builds the same model: the same code ran
 # at half the speed on one 2-core host as on another of the same CPU family, and a time budget
 # would ship a worse model to the slower one (docs/image-generator.md, "A step count").
@@ -47,14 +48,15 @@ STEPS = 24_000
 BUDGET_S = 2_700.0
 # Fields of GANConfig that differ from its defaults for the shipped model.
 # At least 8 modes per tag: the small tags of unlike drawings (faces, symbols) get a mode per
-# kind. The auxiliary tag classifier makes faces, people and flags recognisably so; it drew
-# symbols farther from real ones at 5,000 steps, so it leaves them out (docs/image-generator.md,
-# session 12). A tagged request resamples 16 untagged drawings per image by the critic
-# (session 13).
+# kind. The auxiliary tag classifier makes faces, people and flags recognisably so; it pulls a
+# tag towards the drawings that tell it apart, and a tag of many kinds of drawing (symbols,
+# travel and places, objects, OpenMoji's extras) has none, so it leaves those alone
+# (docs/image-generator.md, sessions 12 and 15). A tagged request resamples 16 untagged
+# drawings per image by the critic (session 13).
 CONFIG_OVERRIDES: dict[str, Any] = {
     "min_modes_per_tag": 8,
     "aux_tag": 1.0,
-    "aux_skip": ("symbol",),
+    "aux_skip": ("symbol", "travel", "object", "extra"),
     "tag_candidates": 16,
     "tag_proposal": "all",
 }
