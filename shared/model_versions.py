@@ -25,7 +25,9 @@ __all__ = [
     "TAGGER_MODEL_PREFIX",
     "Manifest",
     "ModelError",
+    "UnknownTag",
     "active_version",
+    "check_tag",
     "list_versions",
     "next_version",
     "older_versions",
@@ -44,6 +46,30 @@ ACTIVE_FILE = "ACTIVE"
 
 class ModelError(RuntimeError):
     """A model cannot be used: missing, corrupt, or the wrong kind. The message says which."""
+
+
+class UnknownTag(ValueError):
+    """A generation request names a tag its model was not trained on."""
+
+    def __init__(self, tag: str, model: str, tags: list[str]) -> None:
+        known = ", ".join(tags) if tags else "none: it was trained without tags"
+        super().__init__(f"unknown tag {tag!r} for {model}; its tags: {known}")
+        self.tags = tags
+
+
+def check_tag(models_dir: Path, name: str, version: str, tag: str | None) -> None:
+    """``UnknownTag`` unless ``tag`` is None or one of the tags in the model's manifest
+    (``preprocessing.tags``, which a generator trained with tags lists); ``ModelError`` when
+    the manifest cannot be read."""
+    if tag is None:
+        return
+    try:
+        manifest = read_manifest(models_dir / name / version)
+    except (OSError, ValueError) as exc:  # removed or half-written since it was resolved
+        raise ModelError(f"{name}:{version} has no readable manifest: {exc}") from exc
+    tags = [str(t) for t in manifest.preprocessing.get("tags") or []]
+    if tag not in tags:
+        raise UnknownTag(tag, f"{name}:{version}", tags)
 
 
 def active_version(models_dir: Path, name: str) -> str | None:

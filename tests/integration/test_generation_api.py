@@ -101,9 +101,20 @@ def test_text_generator_learns_the_tags_people_set(client: TestClient, stack: St
     r = client.post("/v1/generate/text?wait=60", headers=auth(key), json=req)
     assert r.status_code == 200, r.text
     assert r.json()["result"]["tag"] == "zippy" and len(r.json()["result"]["texts"]) == 2
+
+    # An unknown tag is refused before a job exists, with the tags the model knows.
+    def job_ids() -> set[str]:
+        return {
+            j["id"] for j in client.get("/v1/jobs?limit=200", headers=auth(key)).json()["items"]
+        }
+
+    jobs_before = job_ids()
     r = client.post("/v1/generate/text?wait=60", headers=auth(key), json={**req, "tag": "murphy"})
     assert r.status_code == 422, r.text
-    assert "unknown tag 'murphy'" in r.json()["error"] and "startrek, zippy" in r.json()["error"]
+    error = r.json()["error"]
+    assert error["code"] == "unknown_tag" and error["details"] == {"tags": ["startrek", "zippy"]}
+    assert "unknown tag 'murphy'" in error["message"] and "startrek, zippy" in error["message"]
+    assert job_ids() == jobs_before
 
     # Asking for control codes on a corpus without tags fails the job with the reason.
     _, other = stack.new_key()
@@ -198,7 +209,15 @@ def test_tenant_gan_trains_and_generated_images_become_tagged_content(
     tagged = client.post(
         "/v1/generate/images?wait=60", headers=auth(key), json={"n": 1, "seed": 5, "tag": "cat"}
     )
-    assert tagged.status_code == 422 and "trained without tags" in tagged.json()["error"]
+    assert tagged.status_code == 422, tagged.text
+    assert tagged.json()["error"]["code"] == "unknown_tag"
+    assert "trained without tags" in tagged.json()["error"]["message"]
+    walk_tagged = client.post(
+        "/v1/generate/images:interpolate",
+        headers=auth(key),
+        json={"seed_a": 5, "seed_b": 6, "steps": 3, "tag": "cat"},
+    )
+    assert walk_tagged.status_code == 422 and walk_tagged.json()["error"]["code"] == "unknown_tag"
 
     walk = client.post(
         "/v1/generate/images:interpolate?wait=60",

@@ -14,7 +14,13 @@ from skimage import data
 from shared.config import CommonSettings, GatewaySettings
 from shared.imaging import encode_webp, hamming, open_image, perceptual_hash, thumbnail
 from shared.inference.manifest import Manifest, publish_model_dir, read_manifest, write_manifest
-from shared.model_versions import active_version, set_active_version
+from shared.model_versions import (
+    ModelError,
+    UnknownTag,
+    active_version,
+    check_tag,
+    set_active_version,
+)
 from shared.storage import FileSystemStorage, PayloadTooLarge, open_storage
 
 
@@ -105,6 +111,22 @@ def test_model_publication_is_atomic_and_versioned(tmp_path: Path) -> None:
     assert active_version(tmp_path, "demo") == "2"
     set_active_version(tmp_path, "demo", "1")
     assert active_version(tmp_path, "demo") == "1"
+
+
+def test_check_tag_reads_the_tags_from_the_manifest(tmp_path: Path) -> None:
+    for version, tags in (("1", ["cat", "dog"]), ("2", [])):
+        with publish_model_dir(tmp_path, "gen", version) as d:
+            pre = {"tags": tags} if tags else {}
+            write_manifest(d, Manifest(name="gen", version=version, kind="x", preprocessing=pre))
+    check_tag(tmp_path, "gen", "1", "dog")
+    check_tag(tmp_path, "gen", "2", None)
+    with pytest.raises(UnknownTag, match=r"unknown tag 'cow' for gen:1; its tags: cat, dog") as e:
+        check_tag(tmp_path, "gen", "1", "cow")
+    assert e.value.tags == ["cat", "dog"]
+    with pytest.raises(UnknownTag, match="trained without tags"):
+        check_tag(tmp_path, "gen", "2", "cat")
+    with pytest.raises(ModelError, match="no readable manifest"):
+        check_tag(tmp_path, "gen", "3", "cat")
 
 
 def test_manifest_timestamps_are_utc() -> None:

@@ -15,7 +15,7 @@ from shared.bundled import GENERATORS, build_jobs, pending_build, progress_detai
 from shared.db.models import Job, JobStatus
 from shared.http import ApiError
 from shared.jobs import FINAL_STATES, new_job, publish
-from shared.model_versions import ModelError, resolve_model
+from shared.model_versions import ModelError, UnknownTag, check_tag, resolve_model
 from shared.schemas.generation import (
     GenerationAccepted,
     ImageGeneratorTrain,
@@ -35,17 +35,26 @@ WaitParam = Annotated[
 
 
 def _check_model(
-    settings: Any, session: Session, base: str, tenant_id: str, version: str | None
+    settings: Any,
+    session: Session,
+    base: str,
+    tenant_id: str,
+    version: str | None,
+    tag: str | None = None,
 ) -> None:
-    """Refuse early when nothing could serve the request.
+    """Refuse early when nothing could serve the request, before a job exists.
 
     An explicitly requested version that does not exist is a 404 ``model_unavailable``. No
     version at all while the suite builds the bundled model is a 503 ``model_not_ready`` with
     the build job's id and progress (any key may read that job); with no build under way it is
-    a 503 ``model_unavailable``, naming the last failed build if there is one.
+    a 503 ``model_unavailable``, naming the last failed build if there is one. A ``tag`` the
+    model was not trained on is a 422 ``unknown_tag`` whose details list the model's tags.
     """
     try:
-        resolve_model(settings.models_dir, base, tenant_id, version)
+        name, resolved = resolve_model(settings.models_dir, base, tenant_id, version)
+        check_tag(settings.models_dir, name, resolved, tag)
+    except UnknownTag as exc:
+        raise ApiError(422, str(exc), code="unknown_tag", details={"tags": exc.tags}) from exc
     except ModelError as exc:
         if version is not None:
             raise ApiError(404, str(exc), code="model_unavailable") from exc
@@ -119,7 +128,9 @@ async def generate_text(
     job id to poll. Runs on the `generation` queue, never behind training jobs. While the suite
     is still building the bundled generator (first start), answers 503 `model_not_ready` with
     the build job's id and progress."""
-    _check_model(settings, session, "text_generator", principal.tenant_id, body.model_version)
+    _check_model(
+        settings, session, "text_generator", principal.tenant_id, body.model_version, body.tag
+    )
     # In a thread, as every publish from an async route: Redis may stall (broker_timeout_s).
     job = await run_in_threadpool(
         _enqueue,
@@ -145,7 +156,9 @@ async def generate_images(
 ) -> GenerationAccepted:
     """Generate ``n`` 64x64 images; each is stored as content of kind `generated` (PNG, with
     the seed and model version in its metadata) and auto-tagged like an upload."""
-    _check_model(settings, session, "image_generator", principal.tenant_id, body.model_version)
+    _check_model(
+        settings, session, "image_generator", principal.tenant_id, body.model_version, body.tag
+    )
     params = {"mode": "sample", **body.model_dump(mode="json")}
     job = await run_in_threadpool(
         _enqueue, session, celery, principal.tenant_id, GENERATE_IMAGES.name, params
@@ -165,7 +178,9 @@ async def interpolate_images(
     wait: WaitParam = 0.0,
 ) -> GenerationAccepted:
     """A latent walk (spherical interpolation) from ``seed_a`` to ``seed_b`` in ``steps`` images."""
-    _check_model(settings, session, "image_generator", principal.tenant_id, body.model_version)
+    _check_model(
+        settings, session, "image_generator", principal.tenant_id, body.model_version, body.tag
+    )
     params = {"mode": "interpolate", **body.model_dump(mode="json")}
     job = await run_in_threadpool(
         _enqueue, session, celery, principal.tenant_id, GENERATE_IMAGES.name, params
