@@ -8,7 +8,8 @@ so image ``i`` is the same whatever ``n`` is (``generate(4, seed=s)`` is a prefi
 A model trained with tags (its manifest lists them under ``preprocessing.tags``) takes a tag
 index per latent: ``generate(..., tag="face")`` uses that tag for every image; without a tag,
 image ``i`` gets one drawn from ``default_rng([s, i, 1])`` with the training frequencies, so the
-prefix property holds for tags too. A model trained without tags refuses a tag (ValueError).
+prefix property holds for tags too. A model trained without tags refuses a tag
+(``UnknownTag``, a ValueError).
 
 A self-conditioned model (``preprocessing.modes``: the tag of each mode and its training count)
 takes a mode per latent instead: image ``i`` gets a mode drawn from the same
@@ -34,6 +35,7 @@ from PIL import Image
 from scipy.special import log_softmax
 
 from shared.inference.base import InferenceModel
+from shared.model_versions import UnknownTag
 from shared.schemas.generation import DEFAULT_TRUNCATION
 
 MAX_IMAGES = 64
@@ -104,12 +106,8 @@ class ImageGenerator(InferenceModel):
         return np.array([np.random.default_rng(key).choice(modes, p=p) for key in keys], np.int64)
 
     def _check_tag(self, tag: str) -> None:
-        if not self.tags:
-            raise ValueError(
-                f"{self.ref} was trained without tags, so it cannot generate tag {tag!r}"
-            )
         if tag not in self.tags:
-            raise ValueError(f"unknown tag {tag!r} for {self.ref}; it knows {self.tags}")
+            raise UnknownTag(tag, self.ref, self.tags)
 
     def run(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
         """Raw model: ``z[batch, latent]`` (+ ``label[batch]`` for a model with tags) ->

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from shared.inference.base import InferenceModel
-from shared.model_versions import ModelError
+from shared.model_versions import ModelError, UnknownTag
 from workers.generation.mixture import MixtureGate
 from workers.generation.ngram import NGRAM_FILE, KneserNey
 
@@ -130,8 +130,7 @@ class TextGenerator(InferenceModel):
         if tag is None:
             return self.eos
         if not isinstance(tag, str) or tag not in self.tags:
-            known = ", ".join(self.tags) if self.tags else "none: it was trained without tags"
-            raise ValueError(f"unknown tag {tag!r} for this text generator; its tags: {known}")
+            raise UnknownTag(str(tag), self.ref, self.tags)
         return self.vocab_size + self.tags.index(tag)
 
     def _mix(self, logits: np.ndarray, ctx: np.ndarray) -> np.ndarray:
