@@ -67,9 +67,8 @@ def check_tag(models_dir: Path, name: str, version: str, tag: str | None) -> Non
         manifest = read_manifest(models_dir / name / version)
     except (OSError, ValueError) as exc:  # removed or half-written since it was resolved
         raise ModelError(f"{name}:{version} has no readable manifest: {exc}") from exc
-    tags = [str(t) for t in manifest.preprocessing.get("tags") or []]
-    if tag not in tags:
-        raise UnknownTag(tag, f"{name}:{version}", tags)
+    if tag not in manifest.tags:
+        raise UnknownTag(tag, f"{name}:{version}", manifest.tags)
 
 
 def active_version(models_dir: Path, name: str) -> str | None:

@@ -41,6 +41,11 @@ class Manifest(BaseModel):
     attribution: str = ""
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
+    @property
+    def tags(self) -> list[str]:
+        """The tags a generator trained with tags takes (``preprocessing.tags``; else none)."""
+        return [str(t) for t in self.preprocessing.get("tags") or []]
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()

@@ -51,7 +51,7 @@ class ImageGenerator(InferenceModel):
         self._session = self.session("model.onnx")
         pre = self.manifest.preprocessing
         self.latent = int(pre.get("latent", 100))
-        self.tags: list[str] = [str(t) for t in pre.get("tags") or []]
+        self.tags = self.manifest.tags
         # The model's label is a mode; a model without self-conditioning modes has one per tag
         # (mode k is tag k), so both kinds draw labels the same way.
         modes = pre.get("modes") or {

@@ -44,7 +44,7 @@ class TextGenerator(InferenceModel):
         self.vocab_size = int(pre.get("vocab_size", 256))
         self.layers = int(self.manifest.extra["layers"])
         self.hidden = int(self.manifest.extra["hidden"])
-        self.tags: list[str] = list(pre.get("tags") or [])
+        self.tags = self.manifest.tags
         mixture = self.manifest.extra.get("mixture") or {}
         self.gate = MixtureGate.from_manifest(mixture)
         self.ngram: KneserNey | None = None
