@@ -1,10 +1,12 @@
-"""The GAN's critic: the discriminator's tag classifier published beside the generator, and
-serving's resampling of k drawings for a tagged request. Tiny networks on a few real icons."""
+"""The GAN's critic: a tag classifier (the discriminator's, or one of its own) published beside
+the generator, and serving's resampling of k drawings for a tagged request. Tiny networks on a
+few real icons."""
 
 from __future__ import annotations
 
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from shared.inference.manifest import read_manifest, write_manifest  # noqa: E40
 from workers.generation.image import ImageGenerator  # noqa: E402
 from workers.training import gan  # noqa: E402
 from workers.training.build.image_generator import load_openmoji_tagged  # noqa: E402
+from workers.training.gan_critic import CriticConfig, train_tag_classifier  # noqa: E402
 
 CRITIC = gan.GANConfig(
     ngf=8, ndf=8, batch_size=8, fid_samples=16, eval_samples=8, aux_tag=1.0, tag_candidates=3
@@ -92,6 +95,8 @@ def test_critic_is_published_with_its_selection(critic_model: Path) -> None:
     gen = ImageGenerator(critic_model)
     critic = gen.manifest.preprocessing["critic"]
     assert critic["file"] == "critic.onnx" and critic["candidates"] == 3
+    assert critic["network"] == "disc"
+    assert 0.0 <= gen.manifest.metrics["critic_heldout_accuracy"] <= 1.0
     assert gen.manifest.metrics["critic_onnx_max_abs_diff"] < 1e-3
     assert gen.has_critic and gen.candidates == 3
     named = gen.critic_tags(gen.generate(4, seed=1))
@@ -135,8 +140,67 @@ def test_selection_keeps_the_prefix_property_and_leaves_untagged_requests(
         ImageGenerator(critic_model).generate(2, seed=1, tag="zebra")
 
 
+def _shapes(n: int, seed: int) -> tuple[Any, Any]:
+    """``n`` images in [-1, 1] of three kinds at random places and sizes on white: a red
+    square (0), a blue disc (1), a black cross (2); and their kinds."""
+    rng = np.random.default_rng(seed)
+    kinds = np.arange(n) % 3
+    yy, xx = np.mgrid[:64, :64]
+    out = np.ones((n, 3, 64, 64), np.float32)
+    for i, k in enumerate(kinds):
+        cy, cx, r = rng.integers(20, 44), rng.integers(20, 44), rng.integers(8, 16)
+        if k == 0:
+            mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
+        elif k == 1:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        else:
+            mask = ((abs(yy - cy) < 2) & (abs(xx - cx) < r)) | (
+                (abs(xx - cx) < 2) & (abs(yy - cy) < r)
+            )
+        colour = {0: (1.0, -1.0, -1.0), 1: (-1.0, -1.0, 1.0), 2: (-1.0, -1.0, -1.0)}[int(k)]
+        for c in range(3):
+            out[i, c][mask] = colour[c]
+    return torch.from_numpy(out), torch.from_numpy(kinds)
+
+
+def test_a_tag_classifier_of_its_own_names_unseen_images() -> None:
+    x, y = _shapes(48, seed=0)
+    model = train_tag_classifier(x, y, 3, CriticConfig(width=8, steps=120, batch_size=16))
+    assert not model.training  # eval mode: an image's logits do not depend on its batch
+    test_x, test_y = _shapes(30, seed=1)
+    with torch.no_grad():
+        named = model(test_x).argmax(1)
+        alone = torch.cat([model(test_x[i : i + 1]) for i in range(3)])
+    assert (named == test_y).float().mean().item() >= 0.9
+    assert torch.allclose(alone, model(test_x[:3]), atol=1e-5)
+    with pytest.raises(ValueError, match="tags for"):
+        train_tag_classifier(x, y[:5], 3)
+
+
+@pytest.mark.parametrize("network", ["own", "both"])
+def test_a_critic_of_its_own_is_published(tmp_path: Path, icons: list[Any], network: str) -> None:
+    # "own" needs no auxiliary classifier in D; "both" averages it with D's.
+    cfg = gan.GANConfig(ngf=8, ndf=8, batch_size=8, fid_samples=16, eval_samples=8,
+                        tag_candidates=3, critic=network, critic_steps=3,
+                        aux_tag=1.0 if network == "both" else 0.0)  # fmt: skip
+    m = gan.train_image_generator(
+        icons, tmp_path, "oc", "1", steps=1, labels=[i % 2 for i in range(len(icons))],
+        label_names=["a", "b"], config=cfg,
+    )  # fmt: skip
+    assert m.preprocessing["critic"]["network"] == network
+    assert 0.0 <= m.metrics["critic_heldout_accuracy"] <= 1.0
+    assert m.metrics["critic_onnx_max_abs_diff"] < 1e-3
+    gen = ImageGenerator(tmp_path / "oc" / "1")
+    assert gen.has_critic and set(gen.critic_tags(gen.generate(4, seed=1))) <= {"a", "b"}
+    with pytest.raises(ValueError, match="critic must be"):
+        gan.train_image_generator(
+            icons, tmp_path, "oc", "2", steps=1, config=gan.GANConfig(critic="tagger")
+        )
+
+
 def test_no_critic_without_the_auxiliary_classifier(tmp_path: Path, icons: list[Any]) -> None:
-    # tag_candidates alone publishes nothing to select with: the critic is the auxiliary head.
+    # tag_candidates alone publishes nothing to select with: the default critic is the
+    # auxiliary head.
     cfg = gan.GANConfig(ngf=8, ndf=8, batch_size=8, fid_samples=16, eval_samples=8,
                         tag_candidates=3)  # fmt: skip
     m = gan.train_image_generator(
@@ -153,3 +217,29 @@ def test_no_critic_without_the_auxiliary_classifier(tmp_path: Path, icons: list[
         gan.train_image_generator(
             icons, tmp_path, "ng", "2", steps=1, config=gan.GANConfig(tag_candidates=0)
         )
+
+
+def test_a_run_resumes_across_the_critic_fields(tmp_path: Path, icons: list[Any]) -> None:
+    # The critic is trained after the GAN, so a checkpoint stays good when only the critic
+    # changes: the run resumes instead of starting over.
+    calls = {"n": 0}
+
+    def stop_after_2() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    labels, names, ckpt = [i % 2 for i in range(len(icons))], ["a", "b"], tmp_path / "ckpt"
+    with pytest.raises(gan.TrainingCancelled):
+        gan.train_image_generator(
+            icons, tmp_path, "rc", "1", steps=4, labels=labels, label_names=names,
+            config=CRITIC, should_stop=stop_after_2, checkpoint_dir=ckpt,
+        )  # fmt: skip
+    events: list[dict[str, Any]] = []
+    own = replace(CRITIC, critic="own", critic_steps=2)
+    m = gan.train_image_generator(
+        icons, tmp_path, "rc", "1", steps=4, labels=labels, label_names=names, config=own,
+        progress=events.append, checkpoint_dir=ckpt,
+    )  # fmt: skip
+    assert events[0] == {"event": "resumed", "step": 2}
+    assert {"event": "critic", "steps": 2, "images": m.metrics["train_images"]} in events
+    assert m.preprocessing["critic"]["network"] == "own"

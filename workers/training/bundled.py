@@ -40,6 +40,7 @@ STAGES = {
     "step": "training",
     "epoch": "training",
     "evaluating": "evaluating",
+    "critic": "training the critic",
     "done": "publishing",
 }
 

@@ -37,10 +37,10 @@ from workers.training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from workers.training.gan_critic import build_critic
 from workers.training.gan_export import (
     export_image_generator,
     export_onnx,
-    fake_batch_statistics,
 )
 from workers.training.gan_metrics import (
     FALLBACK_EMBEDDING,
@@ -90,7 +90,8 @@ __all__ = [
 
 CHECKPOINT_FILE = "image_generator.ckpt"
 CHECKPOINT_FORMAT = 2
-SERVING_FIELDS = frozenset({"tag_candidates", "tag_proposal"})
+# Fields that only decide serving or the critic trained after the GAN.
+SERVING_FIELDS = frozenset({"tag_candidates", "tag_proposal", "critic", "critic_steps"})
 # bench/bench_generator_speed.py times one step with the networks and these.
 _init_weights = init_weights
 
@@ -379,10 +380,11 @@ def train_image_generator(
         "heldout_images": len(heldout),
         "threads": torch.get_num_threads(),
     }
+    critic, critic_metrics = build_critic(
+        cfg, disc, ema, train, y_train, y_cls, heldout, y_val, len(names), progress
+    )
+    metrics |= critic_metrics
     progress({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
-    critic = disc if n_aux and cfg.tag_candidates > 1 else None
-    if critic is not None and y_cls is not None:
-        fake_batch_statistics(critic, ema, y_cls, cfg.seed + 7, bs)
     mode_counts = None
     if mode_tag is not None and y_cls is not None:
         mode_counts = torch.bincount(y_cls, minlength=n_classes).tolist()

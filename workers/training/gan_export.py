@@ -51,7 +51,7 @@ def export_onnx(generator: Generator, path: Path) -> float:
     return float(np.abs(out - ref).max())
 
 
-class _Critic(torch.nn.Module):
+class DiscriminatorCritic(torch.nn.Module):
     """The discriminator's auxiliary tag classifier as one graph: ``image -> tag_logits``."""
 
     def __init__(self, disc: Discriminator) -> None:
@@ -96,13 +96,14 @@ def fake_batch_statistics(
     disc.eval()
 
 
-def export_critic(disc: Discriminator, path: Path) -> float:
-    """Export the discriminator's tag classifier, ``image[batch,3,64,64] in [-1,1] ->
-    tag_logits[batch,tags]``, in eval mode (batch norm on its running statistics, so an image's
-    logits do not depend on the rest of its batch); returns max |onnx - torch|."""
+def export_critic(critic: torch.nn.Module, path: Path) -> float:
+    """Export a tag classifier (:class:`DiscriminatorCritic` or ``gan_critic.TagClassifier``),
+    ``image[batch,3,64,64] in [-1,1] -> tag_logits[batch,tags]``, in eval mode (batch norm on
+    its running statistics, so an image's logits do not depend on the rest of its batch);
+    returns max |onnx - torch|."""
     import onnxruntime as ort
 
-    critic = _Critic(disc.float().eval()).eval()  # the run is over: D is not trained again
+    critic = critic.float().eval()  # the run is over: the critic is not trained again
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -134,11 +135,11 @@ def export_image_generator(
     attribution: str = "",
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
-    critic: Discriminator | None = None,
+    critic: torch.nn.Module | None = None,
 ) -> Manifest:
-    """Publish the generator; with ``critic`` (a discriminator with an auxiliary tag classifier,
-    and ``cfg.tag_candidates`` > 1) also its tag classifier as ``critic.onnx``, by which serving
-    draws a tagged image from ``cfg.tag_candidates`` drawings with weight ``p(tag | image)``."""
+    """Publish the generator; with ``critic`` (a tag classifier, ``image -> tag_logits``, and
+    ``cfg.tag_candidates`` > 1) also ``critic.onnx``, by which serving draws a tagged image from
+    ``cfg.tag_candidates`` drawings with weight ``p(tag | image)``."""
     with publish_model_dir(models_dir, name, version, overwrite=overwrite) as tmp:
         diff = export_onnx(generator, tmp / "model.onnx")
         if not diff < 1e-4:
@@ -170,6 +171,7 @@ def export_image_generator(
                 "file": "critic.onnx",
                 "candidates": cfg.tag_candidates,
                 "proposal": cfg.tag_proposal,
+                "network": cfg.critic,
             }
         architecture = "DCGAN generator (EMA)"
         if generator.num_classes:

@@ -51,12 +51,17 @@ class GANConfig:
     aux_twin: bool = False
     # Tags whose fakes the auxiliary classifier does not steer (G's auxiliary loss skips them).
     aux_skip: tuple[str, ...] = ()
-    # Serving (needs aux_tag): an image asked with a tag is one of this many drawings, drawn
-    # with weight p(tag | image) by the discriminator's tag classifier, published beside the
-    # generator as its critic; 1 = off. The drawings come from every mode (tag_proposal "all":
+    # Serving: an image asked with a tag is one of this many drawings, drawn
+    # with weight p(tag | image) by a tag classifier published beside the generator as its
+    # critic (``critic`` below); 1 = off. The drawings come from every mode (tag_proposal "all":
     # the untagged generator) or from the tag's modes ("tag").
     tag_candidates: int = 1
     tag_proposal: str = "all"
+    # Which network is the critic: "disc", the discriminator's auxiliary tag classifier (needs
+    # aux_tag), "own", a tag classifier of its own trained on the training icons after the
+    # GAN (gan_critic), for critic_steps updates, or "both", the two averaged.
+    critic: str = "disc"
+    critic_steps: int = 2_000
     upsample_rgb: bool = True  # G's last layer: upsample + 3x3 conv, not a transposed conv
     mean_bias: bool = False  # G adds a learned image, started at the data mean, before its tanh
     # Mixed precision: "bf16" runs the networks' forward passes under bfloat16 autocast (the
@@ -91,6 +96,10 @@ def check_inputs(
         raise ValueError("tag_candidates must be >= 1")
     if cfg.tag_proposal not in ("all", "tag"):
         raise ValueError("tag_proposal must be 'all' or 'tag'")
+    if cfg.critic not in ("disc", "own", "both"):
+        raise ValueError("critic must be 'disc', 'own' or 'both'")
+    if cfg.critic_steps < 1:
+        raise ValueError("critic_steps must be >= 1")
     if cfg.aux_tag < 0:
         raise ValueError("aux_tag must be >= 0")
     if cfg.amp not in ("auto", "bf16", "off"):
