@@ -111,7 +111,7 @@ def _fingerprint(
     h.update((data.numpy() * 127.5).round().astype(np.int16).tobytes())
     if labels is not None:
         h.update(labels.numpy().tobytes())
-    # Fields that only tell serving what to do do not change training: a run resumes across them.
+    # Serving and critic fields do not change the GAN's training: a run resumes across them.
     training = {k: v for k, v in asdict(cfg).items() if k not in SERVING_FIELDS}
     h.update(repr((training, steps, budget_s, CHECKPOINT_FORMAT)).encode())
     return h.hexdigest()
