@@ -90,7 +90,6 @@ __all__ = [
 
 CHECKPOINT_FILE = "image_generator.ckpt"
 CHECKPOINT_FORMAT = 2
-# Fields that only decide serving or the critic trained after the GAN.
 SERVING_FIELDS = frozenset({"tag_candidates", "tag_proposal", "critic", "critic_steps"})
 # bench/bench_generator_speed.py times one step with the networks and these.
 _init_weights = init_weights

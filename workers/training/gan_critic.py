@@ -1,14 +1,14 @@
-"""A tag classifier of its own for the critic of tagged requests.
+"""The critic of tagged requests: the discriminator's tag classifier, a tag classifier of its
+own, or both.
 
 Serving answers a tagged request with one of ``k`` untagged drawings, drawn with weight
 ``p(tag | image)`` (``workers/generation/image.py``): the better that probability, the nearer
-the served images are to the tag's own. The first critic was the discriminator's auxiliary
-head, whose features are shaped by the adversarial game and whose classifier is one linear
-layer trained only while G trains. This one is a small CNN trained for that question alone,
-on the same training icons (never the held-out ones), with label smoothing so its
-probabilities stay soft enough to weigh drawings by. It is not the image tagger: the quality
-metrics are computed on the tagger's embedding, and a critic on that embedding would pick
-images for the metric rather than for the tag.
+the served images are to the tag's own. The discriminator's auxiliary head has features shaped
+by the adversarial game and one linear layer trained only while G trains. The classifier of
+its own is a small CNN trained for that question alone, on the same training icons (never the
+held-out ones), with label smoothing so its probabilities stay soft enough to weigh drawings
+by. It is not the image tagger: the quality metrics are computed on the tagger's embedding,
+and a critic on that embedding would pick images for the metric rather than for the tag.
 """
 
 from __future__ import annotations

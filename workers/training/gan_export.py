@@ -97,7 +97,7 @@ def fake_batch_statistics(
 
 
 def export_critic(critic: torch.nn.Module, path: Path) -> float:
-    """Export a tag classifier (:class:`DiscriminatorCritic` or ``gan_critic.TagClassifier``),
+    """Export a tag classifier (what ``gan_critic.build_critic`` returns),
     ``image[batch,3,64,64] in [-1,1] -> tag_logits[batch,tags]``, in eval mode (batch norm on
     its running statistics, so an image's logits do not depend on the rest of its batch);
     returns max |onnx - torch|."""
