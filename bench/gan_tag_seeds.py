@@ -13,6 +13,10 @@ A model published with its critic serves a tagged image as one of ``k`` drawings
 the critic; ``--candidates`` scores each ``k`` given (1: the generator alone, the tag's modes
 and no critic) in the same run, with the time it took, and prints how often the critic names
 the tag of the held-out icons.
+
+``--unconditioned DIR`` also scores a model version trained on the same icons without tags
+(``build(conditional=False)``, published under DIR): its images, drawn with the same seeds,
+against each tag's icons, beside the tagged and random-tag figures.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--candidates", default="", help="comma-separated k (default: the model's)")
+    ap.add_argument("--unconditioned", type=Path, help="an untagged model version's directory")
     args = ap.parse_args(argv)
 
     gen = ImageGenerator(args.models / NAME / VERSION)
@@ -68,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"critic: names the tag of {share:.1%} of the {len(heldout)} held-out icons")
     ks = [int(k) for k in args.candidates.split(",") if k] or [gen.candidates]
     random_tags = [draw(1_000 * s, None) for s in range(args.seeds)]
+    base = None
+    if args.unconditioned:
+        base = unconditioned(ImageGenerator(args.unconditioned), refs, embed, args)
+        print(f"unconditioned: {args.unconditioned}, trained without tags")
     for k in ks:
         gen.candidates = k
         t0 = time.perf_counter()
@@ -83,22 +93,50 @@ def main(argv: list[str] | None = None) -> int:
         count = args.seeds * len(gen.tags) * args.n
         print(f"\n{gen.ref}, tagged images resampled from {k} drawings each "
               f"({seconds:.0f}s for {count} tagged images, embedding included)")  # fmt: skip
-        table(rows, args.seeds, args.n)
+        table(rows, args.seeds, args.n, base)
     return 0
 
 
-def table(rows: dict[str, list[tuple[float, ...]]], seeds: int, n: int) -> None:
+def unconditioned(
+    base: ImageGenerator,
+    refs: dict[str, tuple[np.ndarray, np.ndarray]],
+    embed: Callable[[list], np.ndarray],  # type: ignore[type-arg]
+    args: argparse.Namespace,
+) -> dict[str, np.ndarray]:
+    """Per tag, ``[seeds, 2]``: the untagged model's FID against the tag's held-out and
+    training icons, its images drawn with the same seeds as the tagged model's."""
+    if base.tags:
+        raise SystemExit(f"{base.ref} was trained with tags; --unconditioned takes one without")
+    drawn = [embed(served_images(base, args.n, 1_000 * s, None)) for s in range(args.seeds)]
+    return {
+        t: np.array([[frechet_distance(x, ref) for ref in pair] for x in drawn])
+        for t, pair in refs.items()
+    }
+
+
+def table(
+    rows: dict[str, list[tuple[float, ...]]],
+    seeds: int,
+    n: int,
+    base: dict[str, np.ndarray] | None = None,
+) -> None:
     print(f"{seeds} seeds x {n} images; FID with the tag / random tags,")
     print("mean±sd over seeds, and on how many seeds the tag's images are nearer")
+    if base is not None:
+        print("then the untagged model's FID and on how many seeds the tag beats it")
     print(f"{'tag':8} {'held-out icons':^32} {'training icons':^32}")
     for t, r in rows.items():
         a = np.array(r)
         cells = []
-        for with_tag, random_tag in (a[:, 0:2].T, a[:, 2:4].T):
+        for col, (with_tag, random_tag) in enumerate((a[:, 0:2].T, a[:, 2:4].T)):
             wins = int((with_tag < random_tag).sum())
             mine = f"{with_tag.mean():.3f}±{with_tag.std():.3f}"
             theirs = f"{random_tag.mean():.3f}±{random_tag.std():.3f}"
-            cells.append(f"{mine} / {theirs} {wins}/{len(a)}")
+            cell = f"{mine} / {theirs} {wins}/{len(a)}"
+            if base is not None:
+                untagged = base[t][:, col]
+                cell += f" | {untagged.mean():.3f} {int((with_tag < untagged).sum())}/{len(a)}"
+            cells.append(cell)
         print(f"{t:8} {cells[0]:^32} {cells[1]:^32}")
 
 
