@@ -15,8 +15,8 @@ and no critic) in the same run, with the time it took, and prints how often the 
 the tag of the held-out icons.
 
 ``--unconditioned DIR`` also scores a model version trained on the same icons without tags
-(``build(conditional=False)``, published under DIR): its images, drawn with the same seeds,
-against each tag's icons, beside the tagged and random-tag figures.
+(``bench/gan_unconditioned.py`` builds one): its images, drawn with the same seeds, against
+each tag's icons, beside the tagged and random-tag figures.
 """
 
 from __future__ import annotations
