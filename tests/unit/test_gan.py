@@ -174,6 +174,26 @@ def test_learning_rate_decays_over_the_last_part() -> None:
     assert gan.lr_scale(cfg, 1.0) == 0.0
 
 
+def test_tag_temper_gives_small_tags_more_of_the_draws() -> None:
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    g = torch.Generator().manual_seed(0)
+
+    def share_of_small_tag(temper: float) -> float:
+        draw = gan_recipe.batch_sampler(gan.GANConfig(tag_temper=temper), labels, len(labels))
+        idx = draw(20_000, g)
+        assert idx.min() >= 0 and idx.max() < len(labels)
+        return float((labels[idx] == 1).float().mean())
+
+    assert share_of_small_tag(1.0) == pytest.approx(0.1, abs=0.01)  # as in the data
+    assert share_of_small_tag(0.5) == pytest.approx(10 / 40, abs=0.015)  # sqrt(100)/(30+10)
+    assert share_of_small_tag(0.0) == pytest.approx(0.5, abs=0.015)  # every tag alike
+    # Without labels the draws are uniform whatever the temper.
+    draw = gan_recipe.batch_sampler(gan.GANConfig(tag_temper=0.0), None, 10)
+    assert torch.bincount(draw(10_000, g), minlength=10).min() > 800
+    with pytest.raises(ValueError, match="tag_temper"):
+        gan_recipe.check_inputs(gan.GANConfig(tag_temper=1.5), 1, None, 8, None, None)
+
+
 def test_precision_recall_and_concept_share() -> None:
     rng = np.random.default_rng(0)
     real = rng.standard_normal((200, 8))

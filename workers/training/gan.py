@@ -67,6 +67,7 @@ from workers.training.gan_modes import split_modes
 from workers.training.gan_recipe import (
     GANConfig,
     amp_enabled,
+    batch_sampler,
     check_inputs,
     heldout_split,
     lr_scale,
@@ -93,10 +94,6 @@ CHECKPOINT_FORMAT = 2
 SERVING_FIELDS = frozenset({"tag_candidates", "tag_proposal", "critic", "critic_steps"})
 # bench/bench_generator_speed.py times one step with the networks and these.
 _init_weights = init_weights
-
-
-# ---------------------------------------------------------------------------------------------
-# training
 
 
 def _fingerprint(
@@ -272,6 +269,7 @@ def train_image_generator(
         progress({"event": "eval", "step": step, "fid_vs_train": fid, "fraction": fraction})
 
     bs = min(cfg.batch_size, len(train))
+    draw = batch_sampler(cfg, y_train, len(train))
     t_last = time.perf_counter()
 
     def running() -> float:
@@ -293,13 +291,13 @@ def train_image_generator(
         # Everything random in a step comes from a generator seeded by the step number, so a
         # resumed run continues exactly as the interrupted one would have.
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        idx = torch.randint(0, len(train), (bs,), generator=g)
+        idx = draw(bs, g)
         real = random_flip(train[idx], g)
         z = torch.randn(bs, cfg.latent, generator=g)
         y_real = y_fake = t_real = t_fake = None
         if y_cls is not None:
-            # Fake labels follow the training set's label frequencies.
-            fake_idx = torch.randint(0, len(train), (bs,), generator=g)
+            # Fake labels follow the real images' label frequencies.
+            fake_idx = draw(bs, g)
             y_real, y_fake = y_cls[idx], y_cls[fake_idx]
             if y_train is not None:
                 t_real, t_fake = y_train[idx], y_train[fake_idx]

@@ -3,7 +3,7 @@ has the measurements behind each default)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +51,11 @@ class GANConfig:
     aux_twin: bool = False
     # Tags whose fakes the auxiliary classifier does not steer (G's auxiliary loss skips them).
     aux_skip: tuple[str, ...] = ()
+    # Conditional models: training draws a tag of n images with weight n ** tag_temper (real
+    # images and fake labels alike, so D still sees the same tags on both sides); 1 = as in
+    # the data, 0 = every tag equally often. A small tag gets more of G's updates; serving
+    # still draws untagged requests' tags with the data's frequencies.
+    tag_temper: float = 1.0
     # Serving: an image asked with a tag is one of this many drawings, drawn
     # with weight p(tag | image) by a tag classifier published beside the generator as its
     # critic (``critic`` below); 1 = off. The drawings come from every mode (tag_proposal "all":
@@ -102,6 +107,8 @@ def check_inputs(
         raise ValueError("critic_steps must be >= 1")
     if cfg.aux_tag < 0:
         raise ValueError("aux_tag must be >= 0")
+    if not 0 <= cfg.tag_temper <= 1:
+        raise ValueError("tag_temper must be in [0, 1]")
     if cfg.amp not in ("auto", "bf16", "off"):
         raise ValueError("amp must be 'auto', 'bf16' or 'off'")
     if unknown := set(filter(None, cfg.augment.split(","))) - set(AUGMENTS):
@@ -149,6 +156,19 @@ def heldout_split(n: int, cfg: GANConfig) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_val = min(n - 2, max(2, round(n * cfg.val_fraction)))
     return order[:n_val], order[n_val:]
+
+
+def batch_sampler(
+    cfg: GANConfig, labels: torch.Tensor | None, n: int
+) -> Callable[[int, torch.Generator], torch.Tensor]:
+    """``draw(bs, g)``: indices of ``bs`` training images, uniform, or with ``cfg.tag_temper``
+    < 1 by image weight ``count(tag) ** (tag_temper - 1)``, so a tag's share of the draws is
+    proportional to ``count ** tag_temper``."""
+    if labels is None or cfg.tag_temper == 1.0:
+        return lambda bs, g: torch.randint(0, n, (bs,), generator=g)
+    counts = torch.bincount(labels).double()
+    weights = counts[labels] ** (cfg.tag_temper - 1.0)
+    return lambda bs, g: torch.multinomial(weights, bs, replacement=True, generator=g)
 
 
 def train_step(
