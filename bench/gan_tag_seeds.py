@@ -17,6 +17,11 @@ the tag of the held-out icons.
 ``--unconditioned DIR`` also scores a model version trained on the same icons without tags
 (``bench/gan_unconditioned.py`` builds one): its images, drawn with the same seeds, against
 each tag's icons, beside the tagged and random-tag figures.
+
+``--real`` scores real icons the same way, the most a tag can win by with a perfect generator:
+per tag, up to ``n`` of its training icons against as many training icons of any tag,
+against its held-out icons; and half of its training icons against as many of any tag (not
+the other half), against the other half. Subsamples differ per seed.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--candidates", default="", help="comma-separated k (default: the model's)")
     ap.add_argument("--unconditioned", type=Path, help="an untagged model version's directory")
+    ap.add_argument("--real", action="store_true", help="also score real icons (the ceiling)")
     args = ap.parse_args(argv)
 
     gen = ImageGenerator(args.models / NAME / VERSION)
@@ -72,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         named = gen.critic_tags([images[i] for i in heldout])
         share = np.mean([a == tags[i] for a, i in zip(named, heldout, strict=True)])
         print(f"critic: names the tag of {share:.1%} of the {len(heldout)} held-out icons")
+    if args.real:
+        all_idx = heldout + train
+        by_index = dict(zip(all_idx, embed([images[i] for i in all_idx]), strict=True))
+        print(f"\nreal icons: the tag's own / any tag's, up to {args.n} a side")
+        table(real_icons(by_index, tags, heldout, train, gen.tags, args), args.seeds, args.n)
     ks = [int(k) for k in args.candidates.split(",") if k] or [gen.candidates]
     random_tags = [draw(1_000 * s, None) for s in range(args.seeds)]
     base = None
@@ -112,6 +123,41 @@ def unconditioned(
         t: np.array([[frechet_distance(x, ref) for ref in pair] for x in drawn])
         for t, pair in refs.items()
     }
+
+
+def real_icons(
+    emb: dict[int, np.ndarray],
+    tags: Sequence[str],
+    heldout: list[int],
+    train: list[int],
+    names: Sequence[str],
+    args: argparse.Namespace,
+) -> dict[str, list[tuple[float, ...]]]:
+    """Rows for :func:`table` from real icons (``--real``): per tag and seed, FID of the
+    tag's training icons / random training icons against its held-out icons, then of half
+    its training icons / random ones outside the other half against that other half."""
+
+    def fid(a: np.ndarray, b: np.ndarray) -> float:
+        return frechet_distance(np.stack([emb[i] for i in a]), np.stack([emb[i] for i in b]))
+
+    pool = np.array(train)
+    rows: dict[str, list[tuple[float, ...]]] = {t: [] for t in names}
+    for t in names:
+        own = pool[[tags[i] == t for i in train]]
+        held = np.array([i for i in heldout if tags[i] == t])
+        for s in range(args.seeds):
+            rng = np.random.default_rng(s)
+            n = min(args.n, len(own))
+            perm = rng.permutation(own)
+            ref, half = perm[: len(own) // 2], perm[len(own) // 2 :][: args.n]
+            others = np.setdiff1d(pool, ref)
+            rows[t].append((
+                fid(rng.choice(own, n, replace=False), held),
+                fid(rng.choice(pool, n, replace=False), held),
+                fid(half, ref),
+                fid(rng.choice(others, len(half), replace=False), ref),
+            ))  # fmt: skip
+    return rows
 
 
 def table(
