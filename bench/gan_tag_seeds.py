@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     def embed(ims: list) -> np.ndarray:  # type: ignore[type-arg]
         return featurize(features, ims)[0]
 
+    icons = embed(images)  # every icon once: the tags' references, and --real
+
     def real(idx: list[int], tag: str) -> np.ndarray:
-        return embed([images[i] for i in idx if tags[i] == tag])
+        return icons[[i for i in idx if tags[i] == tag]]
 
     refs = {t: (real(heldout, t), real(train, t)) for t in gen.tags}
 
@@ -79,10 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         share = np.mean([a == tags[i] for a, i in zip(named, heldout, strict=True)])
         print(f"critic: names the tag of {share:.1%} of the {len(heldout)} held-out icons")
     if args.real:
-        all_idx = heldout + train
-        by_index = dict(zip(all_idx, embed([images[i] for i in all_idx]), strict=True))
         print(f"\nreal icons: the tag's own / any tag's, up to {args.n} a side")
-        table(real_icons(by_index, tags, heldout, train, gen.tags, args), args.seeds, args.n)
+        table(real_icons(icons, tags, heldout, train, gen.tags, args), args.seeds, args.n)
     ks = [int(k) for k in args.candidates.split(",") if k] or [gen.candidates]
     random_tags = [draw(1_000 * s, None) for s in range(args.seeds)]
     base = None
@@ -126,19 +126,20 @@ def unconditioned(
 
 
 def real_icons(
-    emb: dict[int, np.ndarray],
+    icons: np.ndarray,
     tags: Sequence[str],
     heldout: list[int],
     train: list[int],
     names: Sequence[str],
     args: argparse.Namespace,
 ) -> dict[str, list[tuple[float, ...]]]:
-    """Rows for :func:`table` from real icons (``--real``): per tag and seed, FID of the
-    tag's training icons / random training icons against its held-out icons, then of half
-    its training icons / random ones outside the other half against that other half."""
+    """Rows for :func:`table` from real icons (``--real``; ``icons``: every icon's embedding,
+    by index): per tag and seed, FID of the tag's training icons / random training icons
+    against its held-out icons, then of half its training icons / random ones outside the
+    other half against that other half."""
 
     def fid(a: np.ndarray, b: np.ndarray) -> float:
-        return frechet_distance(np.stack([emb[i] for i in a]), np.stack([emb[i] for i in b]))
+        return frechet_distance(icons[a], icons[b])
 
     pool = np.array(train)
     rows: dict[str, list[tuple[float, ...]]] = {t: [] for t in names}
