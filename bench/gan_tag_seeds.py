@@ -146,9 +146,9 @@ def real_icons(
     for t in names:
         own = pool[[tags[i] == t for i in train]]
         held = np.array([i for i in heldout if tags[i] == t])
+        n = min(args.n, len(own))
         for s in range(args.seeds):
             rng = np.random.default_rng(s)
-            n = min(args.n, len(own))
             perm = rng.permutation(own)
             ref, half = perm[: len(own) // 2], perm[len(own) // 2 :][: args.n]
             others = np.setdiff1d(pool, ref)
